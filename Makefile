@@ -1,0 +1,42 @@
+# Trailer genre timelines: every stage is a target; `make help` lists them.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+CONFIG ?= configs/pipeline.yaml
+STAMP := $(VENV)/.installed
+TRAILERS := $(BIN)/trailers
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lock test lint run repro synth decode validate train evaluate predict bench-decode bench-model clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+setup: $(STAMP) ## Create .venv from the lock file (runs automatically when needed)
+
+lock: ## Re-resolve requirements.lock after editing pyproject.toml
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+test: $(STAMP) ## Run the test suite (smoke config, minutes on 2 cores)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff format --check pipeline tests benchmarks
+
+run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro)
+	$(BIN)/dvc repro
+
+synth: $(STAMP) ## Generate the demo trailer corpus
+	$(TRAILERS) synth --config $(CONFIG)
+
+clean: ## Remove generated data and outputs (keeps .venv)
+	rm -rf data outputs mlruns

@@ -1,0 +1,226 @@
+"""The one configuration schema of the product, validated on load.
+
+A config is a YAML file (``configs/pipeline.yaml`` for the demo, ``configs/smoke.yaml`` for tests)
+with one section per stage. The same files are DVC's params. Loading rejects, before any work
+starts, an unknown key, a value of the wrong type and a value out of range, with one line that
+names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+GENRES: tuple[str, ...] = ("comedy", "action", "horror", "suspense", "musical", "other")
+"""The six genres, in the order used by every file, array and model output of the product."""
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _ordered_range(values: tuple[float, float], name: str) -> tuple[float, float]:
+    low, high = values
+    if low > high:
+        raise ValueError(f"{name} must be [min, max] with min <= max, got [{low}, {high}]")
+    return values
+
+
+class PathsConfig(_Section):
+    """Where stages read and write; relative paths are taken from the current directory."""
+
+    data_dir: str = "data"
+    outputs_dir: str = "outputs"
+    schema: str = "configs/schema.pbtxt"
+
+    @property
+    def data(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def videos(self) -> Path:
+        return self.data / "videos"
+
+    @property
+    def annotations(self) -> Path:
+        return self.data / "annotations.csv"
+
+    @property
+    def splits(self) -> Path:
+        return self.data / "splits.csv"
+
+    @property
+    def shards(self) -> Path:
+        return self.data / "shards"
+
+    @property
+    def manifest(self) -> Path:
+        return self.shards / "manifest.jsonl"
+
+    @property
+    def decode_report(self) -> Path:
+        return self.data / "decode_report.json"
+
+    @property
+    def outputs(self) -> Path:
+        return Path(self.outputs_dir)
+
+
+class SynthConfig(_Section):
+    """The procedural demo corpus (``trailers synth``)."""
+
+    n_trailers: int = Field(24, ge=3)
+    duration_s: tuple[float, float] = (8.0, 14.0)
+    fps_choices: tuple[float, ...] = (24.0, 25.0, 29.97, 30.0)
+    width: tuple[int, int] = (160, 256)
+    aspect_ratios: tuple[float, ...] = (1.33, 1.78, 2.39)
+    shot_s: tuple[float, float] = (1.0, 2.5)
+    title_card_s: float = Field(0.4, ge=0.0)
+    black_s: float = Field(0.2, ge=0.0)
+    second_genre_prob: float = Field(0.25, ge=0.0, le=1.0)
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    crf: int = Field(20, ge=0, le=51)
+
+    @model_validator(mode="after")
+    def _check(self) -> SynthConfig:
+        _ordered_range(self.duration_s, "duration_s")
+        _ordered_range(self.width, "width")
+        _ordered_range(self.shot_s, "shot_s")
+        if self.duration_s[0] <= 0 or self.shot_s[0] <= 0 or self.width[0] < 32:
+            raise ValueError("duration_s and shot_s must be > 0 and width >= 32")
+        if not self.fps_choices or any(f <= 0 for f in self.fps_choices):
+            raise ValueError("fps_choices must be a non-empty list of positive rates")
+        if not self.aspect_ratios or any(a <= 0 for a in self.aspect_ratios):
+            raise ValueError("aspect_ratios must be a non-empty list of positive ratios")
+        if any(f <= 0 for f in self.split_fractions) or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ValueError("split_fractions must be three positive numbers that sum to 1")
+        return self
+
+
+class DecodeConfig(_Section):
+    """Video -> channels_first uint8 shards (``trailers decode``)."""
+
+    source: Literal["annotations", "folder"] = "annotations"
+    input_dir: str | None = None
+    fps: float = Field(8.0, gt=0, le=120)
+    height: int = Field(64, ge=8, le=2160)
+    width: int = Field(64, ge=8, le=3840)
+    aspect: Literal["letterbox", "crop"] = "letterbox"
+    max_frames_per_shard: int = Field(256, ge=1)
+    runner: str = "DirectRunner"
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
+        "multi_processing"
+    )
+    num_workers: int = Field(0, ge=0)
+    runner_options: dict[str, str] = Field(default_factory=dict)
+    decoder_threads: int = Field(1, ge=0)
+    timeout_s: float = Field(300.0, gt=0)
+    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class ValidateConfig(_Section):
+    """TFDV statistics, schema and drift/skew checks (``trailers validate``)."""
+
+    black_level: float = Field(16.0, ge=0, le=255)
+    drift_features: tuple[str, ...] = ("pixel_mean_r", "pixel_mean_g", "pixel_mean_b")
+    drift_threshold: float = Field(0.3, gt=0, le=1)
+    skew_features: tuple[str, ...] = ()
+    skew_threshold: float = Field(0.3, gt=0, le=1)
+    genre_drift_threshold: float = Field(0.3, gt=0, le=1)
+
+
+class ModelConfig(_Section):
+    """The multi-branch ConvLSTM classifier."""
+
+    cell: Literal["convlstm", "peephole", "st_clstm"] = "convlstm"
+    trunk_filters: tuple[int, ...] = (16, 16)
+    kernel_size: int = Field(3, ge=1)
+    pool_size: int = Field(2, ge=1)
+    branch_filters: int = Field(8, ge=1)
+    dense_units: tuple[int, int] = (32, 16)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if not self.trunk_filters or any(f < 1 for f in self.trunk_filters):
+            raise ValueError("trunk_filters must be a non-empty list of positive integers")
+        if any(u < 1 for u in self.dense_units):
+            raise ValueError("dense_units must be positive")
+        return self
+
+
+class Config(_Section):
+    """The whole configuration: one section per stage."""
+
+    seed: int = Field(0, ge=0)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+def _format_error(source: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    received = first.get("input")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] not in ("value_error",) and not isinstance(received, dict):
+        message = f"{message} (got {received!r})"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {key}: {message}{more}"
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML: {exc.problem}") from None
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override and validate a config file; raise ConfigError with one clear line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override)
+    source = f"{path}" + (" (with --set overrides)" if overrides else "")
+    try:
+        # JSON round trip: strict mode then takes YAML lists for tuples, and nothing else loosely.
+        return Config.model_validate_json(json.dumps(raw))
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from None
