@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 GENRES: tuple[str, ...] = ("comedy", "action", "horror", "suspense", "musical", "other")
 """The six genres, in the order used by every file, array and model output of the product."""
@@ -31,10 +31,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _ordered_range(values: tuple[float, float], name: str) -> tuple[float, float]:
+def _positive_range(values: tuple[float, float]) -> tuple[float, float]:
     low, high = values
-    if low > high:
-        raise ValueError(f"{name} must be [min, max] with min <= max, got [{low}, {high}]")
+    if not 0 < low <= high:
+        raise ValueError(f"expected [min, max] with 0 < min <= max, got [{low}, {high}]")
+    return values
+
+
+def _positive_items(values: tuple[float, ...]) -> tuple[float, ...]:
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f"expected a non-empty list of positive numbers, got {list(values)}")
     return values
 
 
@@ -43,7 +49,7 @@ class PathsConfig(_Section):
 
     data_dir: str = "data"
     outputs_dir: str = "outputs"
-    schema: str = "configs/schema.pbtxt"
+    schema_file: str = "configs/schema.pbtxt"
 
     @property
     def data(self) -> Path:
@@ -93,20 +99,15 @@ class SynthConfig(_Section):
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     crf: int = Field(20, ge=0, le=51)
 
-    @model_validator(mode="after")
-    def _check(self) -> SynthConfig:
-        _ordered_range(self.duration_s, "duration_s")
-        _ordered_range(self.width, "width")
-        _ordered_range(self.shot_s, "shot_s")
-        if self.duration_s[0] <= 0 or self.shot_s[0] <= 0 or self.width[0] < 32:
-            raise ValueError("duration_s and shot_s must be > 0 and width >= 32")
-        if not self.fps_choices or any(f <= 0 for f in self.fps_choices):
-            raise ValueError("fps_choices must be a non-empty list of positive rates")
-        if not self.aspect_ratios or any(a <= 0 for a in self.aspect_ratios):
-            raise ValueError("aspect_ratios must be a non-empty list of positive ratios")
-        if any(f <= 0 for f in self.split_fractions) or abs(sum(self.split_fractions) - 1) > 1e-6:
-            raise ValueError("split_fractions must be three positive numbers that sum to 1")
-        return self
+    _ranges = field_validator("duration_s", "width", "shot_s")(_positive_range)
+    _lists = field_validator("fps_choices", "aspect_ratios")(_positive_items)
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, values: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in values) or abs(sum(values) - 1) > 1e-6:
+            raise ValueError(f"expected three positive fractions summing to 1, got {list(values)}")
+        return values
 
 
 class DecodeConfig(_Section):
@@ -152,13 +153,7 @@ class ModelConfig(_Section):
     dense_units: tuple[int, int] = (32, 16)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
-    @model_validator(mode="after")
-    def _check(self) -> ModelConfig:
-        if not self.trunk_filters or any(f < 1 for f in self.trunk_filters):
-            raise ValueError("trunk_filters must be a non-empty list of positive integers")
-        if any(u < 1 for u in self.dense_units):
-            raise ValueError("dense_units must be positive")
-        return self
+    _sizes = field_validator("trunk_filters", "dense_units")(_positive_items)
 
 
 class Config(_Section):
