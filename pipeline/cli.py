@@ -24,6 +24,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "synth": Stage("pipeline.synth", "generate the built-in demo corpus of procedural trailers"),
+    "decode": Stage("pipeline.decode", "decode trailers into channels_first uint8 .npy shards"),
 }
 
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
         config = load_config(args.config, args.set)
     except ConfigError as exc:

@@ -127,7 +127,9 @@ class DecodeConfig(_Section):
     num_workers: int = Field(0, ge=0)
     runner_options: dict[str, str] = Field(default_factory=dict)
     decoder_threads: int = Field(1, ge=0)
-    timeout_s: float = Field(300.0, gt=0)
+    fault_tolerance: float = Field(0.05, ge=-1)
+    stall_timeout_s: float = Field(120.0, gt=0)
+    worker_max_videos: int = Field(50, ge=0)
     max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 

@@ -1,0 +1,203 @@
+"""Reading video frames by time with decord: probing, the sampling rule and the resize geometry.
+
+The sampling rule, used by decode and predict alike: output frame ``k`` stands for time
+``t_k = k / fps`` seconds from the first frame, for every ``t_k`` before the end of the video;
+it is the source frame on screen at ``t_k``, i.e. the last one whose start time is ``<= t_k``.
+Timestamps come from the container (decord's frame index), so 29.97 fps, variable frame rates
+and odd durations sample correctly; ``get_avg_fps`` is never used to place frames.
+
+Frames are resized keeping the aspect ratio, then either letterboxed (padded with black) or
+centre-cropped to exactly ``height x width``, and returned channels_first ``(frames, 3, H, W)``.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+
+TIME_EPSILON = 1e-6
+"""Seconds of slack when comparing sample times with frame timestamps (float rounding only)."""
+
+
+class VideoError(Exception):
+    """A video that cannot be read; the message says why in a few words."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the container says about a video's first video stream."""
+
+    width: int
+    height: int
+    frames: int
+    duration_s: float | None
+    codec: str
+
+
+def probe(path: str | Path) -> Probe:
+    """Open ``path`` with PyAV and check it holds a decodable video stream.
+
+    Raises VideoError for a missing, empty or unreadable file, no video stream or zero frames.
+    Decoding one frame here costs little and catches files decord would abort on.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError("file not found")
+    if path.stat().st_size == 0:
+        raise VideoError("empty file (0 bytes)")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError("no video stream")
+            stream = container.streams.video[0]
+            try:
+                first = next(container.decode(stream), None)
+            except av.FFmpegError as exc:
+                raise VideoError(f"first frame does not decode ({exc.strerror or exc})") from None
+            if first is None:
+                raise VideoError("video stream has zero frames")
+            duration = None
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            return Probe(
+                first.width, first.height, stream.frames, duration, stream.codec_context.name
+            )
+    except av.FFmpegError as exc:
+        raise VideoError(f"not a readable video container ({exc.strerror or exc})") from None
+
+
+def sample_times(duration_s: float, fps: float) -> np.ndarray:
+    """Times (seconds) of the output frames: ``k / fps`` for every one before ``duration_s``."""
+    count = max(1, math.ceil(duration_s * fps - TIME_EPSILON))
+    return np.arange(count, dtype=np.float64) / fps
+
+
+def frames_at(frame_starts: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the source frame on screen at each time (frame starts sorted, relative to 0)."""
+    indices = np.searchsorted(frame_starts, times + TIME_EPSILON, side="right") - 1
+    return np.clip(indices, 0, len(frame_starts) - 1)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a source frame becomes ``height x width``: scale to ``scaled_*``, then pad or crop."""
+
+    scaled_width: int
+    scaled_height: int
+    height: int
+    width: int
+
+    @classmethod
+    def fit(
+        cls,
+        source_width: int,
+        source_height: int,
+        width: int,
+        height: int,
+        aspect: Literal["letterbox", "crop"],
+    ) -> Geometry:
+        pick = min if aspect == "letterbox" else max
+        scale = pick(width / source_width, height / source_height)
+        scaled_width = max(1, round(source_width * scale))
+        scaled_height = max(1, round(source_height * scale))
+        if aspect == "letterbox":
+            scaled_width, scaled_height = min(scaled_width, width), min(scaled_height, height)
+        else:
+            scaled_width, scaled_height = max(scaled_width, width), max(scaled_height, height)
+        return cls(scaled_width, scaled_height, height, width)
+
+    def place(self, scaled: np.ndarray) -> np.ndarray:
+        """Letterbox or centre-crop ``(n, scaled_h, scaled_w, 3)`` to ``(n, 3, height, width)``."""
+        frames = np.zeros((scaled.shape[0], 3, self.height, self.width), dtype=np.uint8)
+        rows, cols = min(self.height, self.scaled_height), min(self.width, self.scaled_width)
+        top_out, left_out = (self.height - rows) // 2, (self.width - cols) // 2
+        top_in, left_in = (self.scaled_height - rows) // 2, (self.scaled_width - cols) // 2
+        window = scaled[:, top_in : top_in + rows, left_in : left_in + cols]
+        frames[:, :, top_out : top_out + rows, left_out : left_out + cols] = window.transpose(
+            0, 3, 1, 2
+        )
+        return frames
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The frames a video yields: their times, source indices and the video's duration."""
+
+    times: np.ndarray
+    indices: np.ndarray
+    duration_s: float
+    source_frames: int
+
+
+def read_frames(
+    path: str | Path,
+    fps: float,
+    geometry: Geometry,
+    chunk_frames: int,
+    threads: int = 1,
+    fault_tolerance: float = -1,
+) -> tuple[Sampling, Iterator[np.ndarray]]:
+    """Open ``path`` with decord and sample it at ``fps``.
+
+    Returns the sampling plan and an iterator of channels_first uint8 chunks of at most
+    ``chunk_frames`` frames (bounded memory, whatever the video's length). ``fault_tolerance``
+    is decord's ``fault_tol``: the share (< 1) or count (> 1) of corrupt frames decord may
+    silently replace by a neighbour before it raises; negative disables the check.
+    """
+    import decord  # imported here: decord's native library is only loaded where frames are read
+
+    try:
+        reader = decord.VideoReader(
+            str(path),
+            width=geometry.scaled_width,
+            height=geometry.scaled_height,
+            num_threads=threads,
+            fault_tol=fault_tolerance,
+        )
+        stamps = reader.get_frame_timestamp(range(len(reader)))
+    except (RuntimeError, decord.DECORDError) as exc:
+        raise VideoError(f"decord cannot open it ({_first_line(exc)})") from None
+    starts = stamps[:, 0] - stamps[0, 0]
+    duration = float(stamps[-1, 1] - stamps[0, 0])
+    if not duration > 0:
+        raise VideoError(f"frame timestamps give no positive duration ({duration})")
+    times = sample_times(duration, fps)
+    sampling = Sampling(times, frames_at(starts, times), duration, len(reader))
+
+    def chunks() -> Iterator[np.ndarray]:
+        nonlocal reader
+        try:
+            for first in range(0, len(sampling.indices), chunk_frames):
+                wanted = sampling.indices[first : first + chunk_frames].tolist()
+                try:
+                    batch = reader.get_batch(wanted).asnumpy()
+                except (RuntimeError, decord.DECORDError) as exc:
+                    raise VideoError(
+                        f"decoding failed near frame {wanted[0]} ({_first_line(exc)})"
+                    ) from None
+                yield geometry.place(batch)
+        finally:
+            del reader  # decord leaks readers that stay referenced (dmlc/decord#1, #323)
+            gc.collect()
+
+    return sampling, chunks()
+
+
+_DMLC_PREFIX = re.compile(r"\[[\d:]+\] \S+:\d+: ")
+
+
+def _first_line(exc: BaseException) -> str:
+    """decord's error, one line, without its timestamp and source-file prefixes."""
+    lines = [_DMLC_PREFIX.sub("", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    return lines[0][:200] if lines else type(exc).__name__

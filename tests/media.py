@@ -1,0 +1,81 @@
+"""Small real mp4 files for tests, written with PyAV, whose frames say which frame they are."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+LEVEL = 8
+"""Colour step between consecutive frame codes: survives H.264 at a low CRF without ambiguity."""
+
+
+def coded_frame(index: int, height: int, width: int) -> np.ndarray:
+    """A flat RGB frame whose red and green levels encode ``index`` (up to 1023)."""
+    frame = np.zeros((height, width, 3), dtype=np.uint8)
+    frame[..., 0] = (index % 32) * LEVEL
+    frame[..., 1] = (index // 32) * LEVEL
+    frame[..., 2] = 128
+    return frame
+
+
+def frame_codes(frames: np.ndarray) -> np.ndarray:
+    """Invert coded_frame on channels_first frames ``(n, 3, H, W)`` (centre pixel)."""
+    centre = frames[:, :, frames.shape[2] // 2, frames.shape[3] // 2].astype(int)
+    return np.rint(centre[:, 0] / LEVEL).astype(int) + 32 * np.rint(centre[:, 1] / LEVEL).astype(
+        int
+    )
+
+
+def write_video(
+    path: Path,
+    frames: int | None = None,
+    rate: Fraction | int = 25,
+    size: tuple[int, int] = (64, 48),
+    durations_ms: Sequence[int] | None = None,
+    faststart: bool = False,
+) -> Path:
+    """Write index-coded frames; ``durations_ms`` gives a variable frame rate (one per frame)."""
+    width, height = size
+    count = len(durations_ms) if durations_ms is not None else frames
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream("libx264", rate=rate, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if durations_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for index in range(count):
+            frame = av.VideoFrame.from_ndarray(coded_frame(index, height, width), format="rgb24")
+            if durations_ms is not None:
+                frame.pts, frame.time_base = pts, Fraction(1, 1000)
+                pts += durations_ms[index]
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    """An mp4 with one AAC stream and no video stream."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        samples = int(seconds * 16000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, samples), dtype=np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate = 16000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def write_no_frames(path: Path) -> Path:
+    """An mp4 that declares a video stream but holds no frame."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
+    return path

