@@ -6,9 +6,11 @@ UV_VERSION := 0.13.8
 CONFIG ?= configs/pipeline.yaml
 STAMP := $(VENV)/.installed
 TRAILERS := $(BIN)/trailers
+# dvc runs each stage's `trailers ...` command: it must find the venv's scripts first.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test lint run repro synth decode validate train evaluate predict bench-decode bench-model clean
+.PHONY: help setup lock test lint run synth decode bench-decode clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,8 +37,14 @@ lint: $(STAMP) ## ruff check + format check
 run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro)
 	$(BIN)/dvc repro
 
-synth: $(STAMP) ## Generate the demo trailer corpus
+synth: $(STAMP) ## Generate the demo trailer corpus (data/videos, annotations.csv, splits.csv)
 	$(TRAILERS) synth --config $(CONFIG)
+
+decode: $(STAMP) ## Decode trailers into channels_first .npy shards (data/shards)
+	$(TRAILERS) decode --config $(CONFIG)
+
+bench-decode: $(STAMP) ## Decode speed vs the ffmpeg CLI and PyAV, and 2 workers vs 1
+	$(BIN)/python benchmarks/decode.py
 
 clean: ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs mlruns

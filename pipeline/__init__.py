@@ -1,6 +1,8 @@
 """Trailer genre timelines: per-frame genre probabilities for movie trailers."""
 
-from pipeline.config import GENRES, SPLITS
+GENRES: tuple[str, ...] = ("comedy", "action", "horror", "suspense", "musical", "other")
+"""The six genres, in the order used by every file, array and model output of the product."""
 
-__all__ = ["GENRES", "SPLITS"]
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import GENRES, SPLITS
+from pipeline import GENRES, SPLITS
 from pipeline.errors import StageError
 
 ANNOTATION_COLUMNS = ("trailer_id", "start_s", "end_s", "genre")

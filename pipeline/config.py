@@ -15,10 +15,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-GENRES: tuple[str, ...] = ("comedy", "action", "horror", "suspense", "musical", "other")
-"""The six genres, in the order used by every file, array and model output of the product."""
+from pipeline import GENRES, SPLITS
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+__all__ = ["GENRES", "SPLITS", "Config", "ConfigError", "load_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,11 +121,11 @@ class DecodeConfig(_Section):
     max_frames_per_shard: int = Field(256, ge=1)
     runner: str = "DirectRunner"
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
-        "multi_processing"
+        "multi_threading"
     )
     num_workers: int = Field(0, ge=0)
     runner_options: dict[str, str] = Field(default_factory=dict)
-    decoder_threads: int = Field(1, ge=0)
+    decoder_threads: int = Field(0, ge=0)
     fault_tolerance: float = Field(0.05, ge=-1)
     stall_timeout_s: float = Field(120.0, gt=0)
     worker_max_videos: int = Field(50, ge=0)
@@ -134,14 +133,20 @@ class DecodeConfig(_Section):
 
 
 class ValidateConfig(_Section):
-    """TFDV statistics, schema and drift/skew checks (``trailers validate``)."""
+    """TFDV statistics, schema and drift/skew checks (``trailers validate``).
+
+    Runs on ``decode``'s Beam runner, options and workers, in its own DirectRunner mode: the
+    work is light per shard, so in-process (``in_memory``) starts fastest.
+    """
 
     black_level: float = Field(16.0, ge=0, le=255)
-    drift_features: tuple[str, ...] = ("pixel_mean_r", "pixel_mean_g", "pixel_mean_b")
+    chunk_frames: int = Field(64, ge=1)
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+    drift_features: tuple[str, ...] = ("frame_brightness",)
     drift_threshold: float = Field(0.3, gt=0, le=1)
-    skew_features: tuple[str, ...] = ()
-    skew_threshold: float = Field(0.3, gt=0, le=1)
     genre_drift_threshold: float = Field(0.3, gt=0, le=1)
+    skew_features: tuple[str, ...] = ("height", "width", "fps")
+    skew_threshold: float = Field(0.3, gt=0, le=1)
 
 
 class ModelConfig(_Section):

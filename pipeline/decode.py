@@ -10,6 +10,7 @@ and params are unchanged since the last run are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -63,10 +64,9 @@ def beam_options(decode: DecodeConfig) -> PipelineOptions:
     """Runner and options from the config: DirectRunner here, Dask/Flink/Spark/Dataflow alike."""
     flags = [f"--runner={decode.runner}"]
     if decode.runner == "DirectRunner":
-        workers = decode.num_workers or os.cpu_count() or 1
         flags += [
             f"--direct_running_mode={decode.direct_running_mode}",
-            f"--direct_num_workers={workers}",
+            f"--direct_num_workers={worker_count(decode)}",
         ]
     flags += [f"--{key}={value}" for key, value in decode.runner_options.items()]
     return PipelineOptions(flags)
@@ -85,27 +85,33 @@ def plan_jobs(config: Config) -> tuple[list[Job], list[Problem]]:
     )
 
     def job(trailer_id: str, split: str, source: Path, segments) -> Job:
-        return Job(
-            trailer_id,
-            split,
-            str(source),
-            segments,
-            str(paths.shards),
-            params,
-            decode.decoder_threads,
-        )
+        return Job(trailer_id, split, str(source), segments, str(paths.shards), params, threads=1)
 
     if decode.source == "folder":
-        return _folder_jobs(Path(decode.input_dir or paths.videos), job)
-    trailers, problems = labelled_trailers(paths.annotations, paths.splits)
-    jobs = []
-    for trailer_id, (split, segments) in trailers.items():
-        source = paths.videos / f"trailer_{trailer_id}.mp4"
-        if source.is_file():
-            jobs.append(job(trailer_id, split, source, tuple(segments)))
-        else:
-            problems.append(Problem(trailer_id, f"{source}: file not found"))
-    return jobs, problems
+        jobs, problems = _folder_jobs(Path(decode.input_dir or paths.videos), job)
+    else:
+        trailers, problems = labelled_trailers(paths.annotations, paths.splits)
+        jobs = []
+        for trailer_id, (split, segments) in trailers.items():
+            source = paths.videos / f"trailer_{trailer_id}.mp4"
+            if source.is_file():
+                jobs.append(job(trailer_id, split, source, tuple(segments)))
+            else:
+                problems.append(Problem(trailer_id, f"{source}: file not found"))
+    threads = decoder_threads(decode, len(jobs))
+    return [dataclasses.replace(j, threads=threads) for j in jobs], problems
+
+
+def worker_count(decode: DecodeConfig) -> int:
+    return decode.num_workers or os.cpu_count() or 1
+
+
+def decoder_threads(decode: DecodeConfig, jobs: int) -> int:
+    """decord threads per video: as configured, or (0) the cores shared by the busy workers."""
+    if decode.decoder_threads:
+        return decode.decoder_threads
+    busy = max(1, min(worker_count(decode), jobs))
+    return max(1, (os.cpu_count() or 1) // busy)
 
 
 def _folder_jobs(folder: Path, job) -> tuple[list[Job], list[Problem]]:

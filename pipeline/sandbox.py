@@ -73,6 +73,11 @@ class Sandbox:
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         self._calls = 0
 
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, or None between children."""
+        return self._process.pid if self._process is not None else None
+
     def _start(self) -> subprocess.Popen:
         self._stderr.clear()
         process = subprocess.Popen(

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipeline import GENRES
 from pipeline.annotations import Segment
-from pipeline.config import GENRES
 from pipeline.io import save_npy, write_json
 from pipeline.video import Geometry, VideoError, probe, read_frames
 

