@@ -10,7 +10,7 @@ TRAILERS := $(BIN)/trailers
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test lint run synth decode bench-decode clean
+.PHONY: help setup lock test lint run synth decode validate bench-decode clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ synth: $(STAMP) ## Generate the demo trailer corpus (data/videos, annotations.cs
 
 decode: $(STAMP) ## Decode trailers into channels_first .npy shards (data/shards)
 	$(TRAILERS) decode --config $(CONFIG)
+
+validate: $(STAMP) ## Check the shards with TFDV (integrity, schema, drift); fails on any error
+	$(TRAILERS) validate --config $(CONFIG)
 
 bench-decode: $(STAMP) ## Decode speed vs the ffmpeg CLI and PyAV, and 2 workers vs 1
 	$(BIN)/python benchmarks/decode.py

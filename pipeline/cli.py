@@ -25,6 +25,16 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "synth": Stage("pipeline.synth", "generate the built-in demo corpus of procedural trailers"),
     "decode": Stage("pipeline.decode", "decode trailers into channels_first uint8 .npy shards"),
+    "validate": Stage(
+        "pipeline.validate",
+        "check the shards with TFDV: integrity, schema, drift and skew",
+        {
+            "--update-schema": {
+                "action": "store_true",
+                "help": "re-infer the schema from the train split on purpose (review, then commit)",
+            }
+        },
+    ),
 }
 
 

@@ -61,9 +61,15 @@ class DecodeTrailers(beam.DoFn):
 
 
 def beam_options(decode: DecodeConfig) -> PipelineOptions:
-    """Runner and options from the config: DirectRunner here, Dask/Flink/Spark/Dataflow alike."""
-    flags = [f"--runner={decode.runner}"]
-    if decode.runner == "DirectRunner":
+    """Runner and options from the config: DirectRunner here, Dask/Flink/Spark/Dataflow alike.
+
+    Beam's DirectRunner first tries Prism, a runner binary it downloads at run time, which
+    ignores ``direct_running_mode``; its fallback, the FnApiRunner, is the local runner we
+    mean, so "DirectRunner" runs on it directly, offline or not.
+    """
+    local = decode.runner == "DirectRunner"
+    flags = [f"--runner={'FnApiRunner' if local else decode.runner}"]
+    if local:
         flags += [
             f"--direct_running_mode={decode.direct_running_mode}",
             f"--direct_num_workers={worker_count(decode)}",

@@ -48,11 +48,17 @@ def make_corpus(root: Path, videos: dict[str, Path | None], rows: list[str], spl
     )
 
 
-def decode(root: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+def decode_command(*overrides: str) -> list[str]:
     command = [sys.executable, "-m", "pipeline.cli", "decode", "--config", str(SMOKE)]
     for override in overrides:
         command += ["--set", override]
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+    return command
+
+
+def decode(root: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        decode_command(*overrides), cwd=root, capture_output=True, text=True, check=False
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -299,6 +305,15 @@ def small_corpus(root: Path, count: int = 4) -> None:
     )
 
 
+def twin_corpora(tmp_path: Path, *names: str, count: int) -> list[Path]:
+    """Identical small corpora in sibling folders, to compare two ways of decoding them."""
+    roots = [tmp_path / name for name in names]
+    for root in roots:
+        root.mkdir()
+        small_corpus(root, count=count)
+    return roots
+
+
 def outputs(root: Path) -> dict[str, bytes]:
     shards = root / "data" / "shards"
     return {
@@ -334,23 +349,10 @@ def test_incremental_rerun_decodes_only_what_changed(tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_reruns_to_the_same_outputs(tmp_path):
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    for root in (clean, killed):
-        root.mkdir()
-        small_corpus(root, count=4)
+    clean, killed = twin_corpora(tmp_path, "clean", "killed", count=4)
     decode(clean, "decode.num_workers=1")
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "decode",
-        "--config",
-        str(SMOKE),
-        "--set",
-        "decode.num_workers=1",
-    ]
     process = subprocess.Popen(
-        command,
+        decode_command("decode.num_workers=1"),
         cwd=killed,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -370,10 +372,7 @@ def test_killed_run_reruns_to_the_same_outputs(tmp_path):
 
 @pytest.mark.slow
 def test_dask_runner_gives_the_same_shards(tmp_path):
-    direct, dask = tmp_path / "direct", tmp_path / "dask"
-    for root in (direct, dask):
-        root.mkdir()
-        small_corpus(root, count=3)
+    direct, dask = twin_corpora(tmp_path, "direct", "dask", count=3)
     decode(direct)
     decode(dask, "decode.runner=apache_beam.runners.dask.dask_runner.DaskRunner")
     assert outputs(dask) == outputs(direct)
