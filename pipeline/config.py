@@ -84,22 +84,40 @@ class PathsConfig(_Section):
 
 
 class SynthConfig(_Section):
-    """The procedural demo corpus (``trailers synth``)."""
+    """The procedural demo corpus (``trailers synth``); times in seconds, sizes in pixels.
+
+    A trailer is genre blocks (``block_s`` long, each cut into shots of about ``shot_s``)
+    separated by a title card (probability ``title_card_prob``) or black frames.
+    """
 
     n_trailers: int = Field(24, ge=3)
     duration_s: tuple[float, float] = (8.0, 14.0)
     fps_choices: tuple[float, ...] = (24.0, 25.0, 29.97, 30.0)
     width: tuple[int, int] = (160, 256)
     aspect_ratios: tuple[float, ...] = (1.33, 1.78, 2.39)
-    shot_s: tuple[float, float] = (1.0, 2.5)
-    title_card_s: float = Field(0.4, ge=0.0)
-    black_s: float = Field(0.2, ge=0.0)
+    block_s: tuple[float, float] = (1.5, 3.0)
+    shot_s: tuple[float, float] = (0.8, 2.0)
+    title_card_s: float = Field(0.4, gt=0.0)
+    black_s: float = Field(0.2, gt=0.0)
+    title_card_prob: float = Field(0.5, ge=0.0, le=1.0)
     second_genre_prob: float = Field(0.25, ge=0.0, le=1.0)
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     crf: int = Field(20, ge=0, le=51)
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
+    ] = "veryfast"
 
-    _ranges = field_validator("duration_s", "width", "shot_s")(_positive_range)
+    _ranges = field_validator("duration_s", "width", "block_s", "shot_s")(_positive_range)
     _lists = field_validator("fps_choices", "aspect_ratios")(_positive_items)
+
+    @field_validator("width")
+    @classmethod
+    def _min_width(cls, values: tuple[int, int]) -> tuple[int, int]:
+        if values[0] < 16:
+            raise ValueError(
+                f"expected widths of at least 16 pixels, got [{values[0]}, {values[1]}]"
+            )
+        return values
 
     @field_validator("split_fractions")
     @classmethod
