@@ -10,7 +10,7 @@ TRAILERS := $(BIN)/trailers
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test lint run synth decode validate bench-decode clean
+.PHONY: help setup lock test lint run synth decode validate bench-decode bench-model clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ validate: $(STAMP) ## Check the shards with TFDV (integrity, schema, drift); fai
 
 bench-decode: $(STAMP) ## Decode speed vs the ffmpeg CLI and PyAV, and 2 workers vs 1
 	$(BIN)/python benchmarks/decode.py
+
+bench-model: $(STAMP) ## Classifier train step vs keras ConvLSTM2D (channels_first and channels_last)
+	$(BIN)/python benchmarks/model.py
 
 clean: ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs mlruns

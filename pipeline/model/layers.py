@@ -1,0 +1,220 @@
+"""ConvLSTM layers: a cell from ``cells.py`` run over time by a TensorFlow ``while_loop``.
+
+Each layer is a ``keras.layers.RNN`` (which owns ``return_sequences``, ``return_state``,
+``initial_state``, ``stateful`` and ``reset_state``) whose ``inner_loop`` differs from Keras' in
+two deliberate ways, both for speed:
+
+* the input-to-gate convolution of every step runs first, as one convolution over
+  ``batch * time`` frames; only the recurrent convolution stays inside the loop;
+* the sequence is transposed once per call into the cell's compute layout (channels_last on a
+  CPU-only host, the data's own layout with a GPU) and time-major order, and the outputs and
+  states once back; nothing is transposed per step.
+
+The loop is ``tf.while_loop`` over ``tf.TensorArray``: these layers need the TensorFlow
+backend. Masks, dropout and ``unroll`` are not supported.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from pipeline.model.cells import (
+    PACKAGE,
+    ConvLSTMCell,
+    PeepholeConvLSTMCell,
+    STConvLSTMCell,
+)
+
+__all__ = ["ConvLSTM", "ConvRNN2D", "PeepholeConvLSTM", "STConvLSTM"]
+
+
+def _frame_perm(source: str, target: str) -> tuple[int, int, int]:
+    """Permutation of a frame's three axes from layout ``source`` to ``target``."""
+    if source == target:
+        return (0, 1, 2)
+    return (1, 2, 0) if source == "channels_first" else (2, 0, 1)
+
+
+def _relayout(frames, source: str, target: str):
+    """A ``(batch, ...)`` frame tensor from layout ``source`` to ``target``."""
+    if source == target:
+        return frames
+    return tf.transpose(frames, (0, *(axis + 1 for axis in _frame_perm(source, target))))
+
+
+def _swap_time(sequences, source: str, target: str):
+    """``(a, b, frame)`` to ``(b, a, frame')``: batch- and time-major swap, with relayout."""
+    return tf.transpose(sequences, (1, 0, *(axis + 2 for axis in _frame_perm(source, target))))
+
+
+def _run_steps(step, gates, states, output, keep_outputs: bool):
+    """Fold ``step`` over time-major ``gates``: ``(last output, all outputs or None, states)``."""
+    steps = tf.shape(gates)[0]
+    inputs = tf.TensorArray(gates.dtype, size=steps, element_shape=gates.shape[1:]).unstack(gates)
+    collected = (
+        [tf.TensorArray(output.dtype, size=steps, element_shape=output.shape)]
+        if keep_outputs
+        else []
+    )
+
+    def body(t, output, states, *collected):
+        output, states = step(inputs.read(t), states)
+        return (t + 1, output, states, *(outputs.write(t, output) for outputs in collected))
+
+    _, output, states, *collected = tf.while_loop(
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), output, list(states), *collected),
+        maximum_iterations=steps,
+    )
+    return output, (collected[0].stack() if keep_outputs else None), states
+
+
+def _cell_attribute(name: str) -> property:
+    return property(lambda self: getattr(self.cell, name), doc=f"The cell's ``{name}``.")
+
+
+class ConvRNN2D(keras.layers.RNN):
+    """A recurrent layer over ``(batch, time, frame)`` built from flat arguments for ``cell_class``.
+
+    Args:
+        filters, kernel_size: of the cell.
+        return_sequences, return_state, go_backwards, stateful: as ``keras.layers.RNN``.
+        name, dtype, trainable: as ``keras.layers.Layer``.
+        **cell_kwargs: every other argument of ``cell_class`` (``data_format``,
+            ``compute_format``, ``padding``, activations, initializers...).
+
+    Call arguments: ``sequences`` ``(batch, time, channels, rows, cols)`` in channels_first,
+    ``(batch, time, rows, cols, channels)`` in channels_last; ``initial_state`` ``[h, c]`` in
+    ``data_format``; ``training``.
+    """
+
+    cell_class: type[ConvLSTMCell]
+    """Set by each concrete layer."""
+
+    filters = _cell_attribute("filters")
+    kernel_size = _cell_attribute("kernel_size")
+    strides = _cell_attribute("strides")
+    padding = _cell_attribute("padding")
+    data_format = _cell_attribute("data_format")
+    compute_format = _cell_attribute("compute_format")
+    compute_layout = _cell_attribute("compute_layout")
+    dilation_rate = _cell_attribute("dilation_rate")
+    activation = _cell_attribute("activation")
+    recurrent_activation = _cell_attribute("recurrent_activation")
+    use_bias = _cell_attribute("use_bias")
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | tuple[int, int],
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        name: str | None = None,
+        dtype=None,
+        trainable: bool = True,
+        **cell_kwargs,
+    ):
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                f"{type(self).__name__} runs its time loop in TensorFlow: it needs the "
+                f"tensorflow Keras backend, running: {keras.backend.backend()}"
+            )
+        cell = self.cell_class(filters, kernel_size, dtype=dtype, name="cell", **cell_kwargs)
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            name=name,
+            dtype=dtype,
+            trainable=trainable,
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=5)
+        self.supports_masking = False
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        batch, steps = sequences_shape[:2]
+        if not self.cell.built:
+            self.cell.build((batch, *sequences_shape[2:]))
+        frame = self.cell.frame_shape(self.cell.output_filters)
+        output = (batch, steps, *frame) if self.return_sequences else (batch, *frame)
+        if not self.return_state:
+            return output
+        state = (batch, *self.cell.frame_shape(self.cell.filters))
+        return output, *(state for _ in self.cell.state_size)
+
+    def compute_mask(self, _, mask=None):
+        return [None] * (1 + len(self.cell.state_size)) if self.return_state else None
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        """Project all steps' inputs at once, then loop the recurrent part (see module doc)."""
+        if mask is not None:
+            raise ValueError(f"{self.name}: masks are not supported, received a mask")
+        cell = self.cell
+        outside, inside = cell.data_format, cell.compute_layout
+        frames = _swap_time(sequences, outside, inside)
+        if self.go_backwards:
+            frames = tf.reverse(frames, [0])
+        steps, batch = tf.unstack(tf.shape(frames)[:2])
+        gates = cell.project_inputs(tf.reshape(frames, (-1, *frames.shape[2:])))
+        gates = tf.reshape(gates, [steps, batch, *gates.shape[1:]])
+        last, outputs, states = _run_steps(
+            lambda inputs, states: cell(inputs, states, training=training),
+            gates,
+            [_relayout(state, outside, inside) for state in initial_state],
+            cell.zero_output(batch),
+            keep_outputs=self.return_sequences,
+        )
+        last = _relayout(last, inside, outside)
+        outputs = last if outputs is None else _swap_time(outputs, inside, outside)
+        return last, outputs, [_relayout(state, inside, outside) for state in states]
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("cell", "unroll", "zero_output_for_mask"):
+            config.pop(key)
+        cell_config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            cell_config.pop(key)
+        return {**config, **cell_config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ConvLSTM(ConvRNN2D):
+    """ConvLSTM (Shi et al. 2015, no peepholes): ``keras.layers.ConvLSTM2D``'s maths and weights.
+
+    See :class:`ConvRNN2D` for the call and :class:`~pipeline.model.cells.ConvLSTMCell` for the
+    arguments.
+    """
+
+    cell_class = ConvLSTMCell
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PeepholeConvLSTM(ConvRNN2D):
+    """ConvLSTM with Hadamard peepholes (:class:`~pipeline.model.cells.PeepholeConvLSTMCell`)."""
+
+    cell_class = PeepholeConvLSTMCell
+    peephole_initializer = _cell_attribute("peephole_initializer")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class STConvLSTM(ConvRNN2D):
+    """ST-CLSTM (Zhang et al. 2019, :class:`~pipeline.model.cells.STConvLSTMCell`).
+
+    Its output (``output_filters`` channels) differs from its states (``filters`` channels).
+    """
+
+    cell_class = STConvLSTMCell
+    output_filters = _cell_attribute("output_filters")
+    refine_kernel_size = _cell_attribute("refine_kernel_size")
+    refine_state_kernel_size = _cell_attribute("refine_state_kernel_size")

@@ -1,0 +1,154 @@
+"""The recurrent layers: parity with keras.layers.ConvLSTM2D, carried state, shapes, saving."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline.model import ConvLSTM, PeepholeConvLSTM, STConvLSTM
+
+FILTERS, CHANNELS, SIZE, STEPS, BATCH = 4, 3, 8, 6, 2
+TOLERANCE = 1e-5
+LAYERS = [ConvLSTM, PeepholeConvLSTM, STConvLSTM]
+
+
+def sequences(data_format: str = "channels_first", steps: int = STEPS, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    frame = (CHANNELS, SIZE, SIZE) if data_format == "channels_first" else (SIZE, SIZE, CHANNELS)
+    return rng.normal(size=(BATCH, steps, *frame)).astype("float32")
+
+
+def max_diff(actual, expected) -> float:
+    return float(np.abs(np.asarray(actual) - np.asarray(expected)).max())
+
+
+def keras_twin(data_format: str, compute_format: str | None = None, **kwargs):
+    """A Keras ConvLSTM2D and our ConvLSTM with the same arguments and weights."""
+    x = sequences(data_format)
+    reference = keras.layers.ConvLSTM2D(FILTERS, 3, data_format=data_format, **kwargs)
+    reference(x)
+    ours = ConvLSTM(FILTERS, 3, data_format=data_format, compute_format=compute_format, **kwargs)
+    ours.build(x.shape)
+    ours.set_weights(reference.get_weights())
+    return x, reference, ours
+
+
+@pytest.mark.parametrize("compute_format", [None, "channels_first", "channels_last"])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_convlstm_matches_keras(data_format, compute_format):
+    x, reference, ours = keras_twin(
+        data_format, compute_format, padding="same", return_sequences=True
+    )
+    assert max_diff(ours(x), reference(x)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_convlstm_matches_keras_states_strides_and_valid_padding(data_format):
+    x, reference, ours = keras_twin(data_format, strides=2, return_state=True)
+    for actual, expected in zip(ours(x), reference(x), strict=True):
+        assert actual.shape == expected.shape
+        assert max_diff(actual, expected) <= TOLERANCE
+
+
+def test_convlstm_matches_keras_backwards():
+    x, reference, ours = keras_twin("channels_first", padding="same", go_backwards=True)
+    assert max_diff(ours(x), reference(x)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+def test_chunks_with_initial_state_equal_the_whole_run(layer_class):
+    x = sequences()
+    layer = layer_class(FILTERS, 3, padding="same", return_sequences=True, return_state=True)
+    whole, *_ = layer(x)
+    first, *states = layer(x[:, :2])
+    second, *_ = layer(x[:, 2:], initial_state=states)
+    assert max_diff(np.concatenate([first, second], axis=1), whole) <= TOLERANCE
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+def test_stateful_chunks_equal_the_whole_run_and_reset_restarts(layer_class):
+    x = sequences()
+    stateless = layer_class(FILTERS, 3, padding="same", return_sequences=True)
+    whole = stateless(x)
+    stateful = layer_class(FILTERS, 3, padding="same", return_sequences=True, stateful=True)
+    stateful.build(x.shape)
+    stateful.set_weights(stateless.get_weights())
+    chunks = [stateful(x[:, start : start + 2]) for start in range(0, STEPS, 2)]
+    assert max_diff(np.concatenate(chunks, axis=1), whole) <= TOLERANCE
+    stateful.reset_state()
+    assert max_diff(stateful(x[:, :2]), whole[:, :2]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_output_shapes(layer_class, data_format):
+    x = sequences(data_format)
+    out_channels = 1 if layer_class is STConvLSTM else FILTERS
+    frame = (
+        (out_channels, SIZE, SIZE)
+        if data_format == "channels_first"
+        else (SIZE, SIZE, out_channels)
+    )
+    state = (FILTERS, SIZE, SIZE) if data_format == "channels_first" else (SIZE, SIZE, FILTERS)
+    last = layer_class(FILTERS, 3, padding="same", data_format=data_format)
+    assert last(x).shape == (BATCH, *frame)
+    every = layer_class(FILTERS, 3, padding="same", data_format=data_format, return_sequences=True)
+    assert every(x).shape == (BATCH, STEPS, *frame)
+    with_state = layer_class(FILTERS, 3, padding="same", data_format=data_format, return_state=True)
+    assert [t.shape for t in with_state(x)] == [(BATCH, *frame), (BATCH, *state), (BATCH, *state)]
+    symbolic = every(keras.Input((None, *x.shape[2:])))
+    assert symbolic.shape == (None, None, *frame)
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+def test_save_and_load_round_trip(layer_class, tmp_path):
+    """A .keras file loads with no custom_objects and gives the same outputs."""
+    x = sequences(steps=3)
+    frames = keras.Input((None, CHANNELS, SIZE, SIZE))
+    layer = layer_class(FILTERS, (3, 3), padding="same", return_sequences=True, name="recurrent")
+    model = keras.Model(frames, layer(frames))
+    model.layers[-1].set_weights([w + 0.1 for w in model.layers[-1].get_weights()])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.get_layer("recurrent")) is layer_class
+    assert loaded.get_layer("recurrent").get_config() == layer.get_config()
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_config_holds_every_argument():
+    layer = PeepholeConvLSTM(
+        FILTERS,
+        (3, 5),
+        strides=2,
+        padding="same",
+        data_format="channels_last",
+        dilation_rate=1,
+        activation="relu",
+        recurrent_activation="hard_sigmoid",
+        use_bias=False,
+        unit_forget_bias=False,
+        compute_format="channels_first",
+        peephole_initializer="ones",
+        return_sequences=True,
+        return_state=True,
+        go_backwards=True,
+        stateful=True,
+        name="peepholes",
+    )
+    config = layer.get_config()
+    rebuilt = PeepholeConvLSTM.from_config(config)
+    assert rebuilt.get_config() == config
+    assert (rebuilt.strides, rebuilt.data_format, rebuilt.compute_layout) == (
+        (2, 2),
+        "channels_last",
+        "channels_first",
+    )
+    assert not ({"cell", "unroll"} & config.keys())
+
+
+def test_masks_are_refused():
+    layer = ConvLSTM(FILTERS, 3, padding="same")
+    with pytest.raises(ValueError, match="masks are not supported"):
+        layer(sequences(), mask=np.ones((BATCH, STEPS), dtype=bool))
