@@ -11,7 +11,7 @@ sampling rate and output size:
   manifest), with 1 worker and with 2 workers; decord threads per worker: cores / busy workers.
 
 and prints source frames per second and ratios to the ffmpeg CLI. Each figure is the best of
-``--repeats`` runs. Usage: ``python benchmarks/decode.py [--repeats 2] [--copies 10]``.
+``--repeats`` runs. Usage: ``python benchmarks/decode.py [--repeats 2] [--copies 30] [--trailers N]``.
 """
 
 from __future__ import annotations
@@ -192,15 +192,21 @@ def measure(name: str, data_dir: Path, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--copies", type=int, default=10, help="bigbuckbunny copies to join")
+    parser.add_argument(
+        "--copies", type=int, default=30, help="bigbuckbunny copies to join (30: 2.6 min)"
+    )
+    parser.add_argument(
+        "--trailers", type=int, default=0, help="demo corpus size (0: the config's n_trailers)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
         demo = Path(scratch) / "demo"
-        synth.run(
-            load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", [f"paths.data_dir={demo}"])
-        )
-        measure("demo corpus", demo, args.repeats)
+        overrides = [f"paths.data_dir={demo}"]
+        if args.trailers:
+            overrides.append(f"synth.n_trailers={args.trailers}")
+        synth.run(load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", overrides))
+        measure(f"demo corpus ({args.trailers or 'default'} trailers)", demo, args.repeats)
         long_root = long_video_corpus(Path(scratch) / "long", args.copies)
         measure(f"bigbuckbunny.mp4 x{args.copies}", long_root, args.repeats)
 

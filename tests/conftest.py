@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline import synth
 from pipeline.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,5 +35,20 @@ def smoke_corpus(tmp_path_factory: pytest.TempPathFactory) -> Config:
     changing anything in it.
     """
     config = smoke_config(tmp_path_factory.mktemp("smoke"))
-    synth.run(config)
+    # In its own process, as `trailers synth` runs for users: x264 gave another (valid) bitstream
+    # for one smoke trailer when encoding inside a test process that had imported TensorFlow.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "synth",
+            "--config",
+            str(SMOKE_CONFIG),
+            "--set",
+            f"paths.data_dir={config.paths.data}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return config
