@@ -272,6 +272,25 @@ def render(plan: TrailerPlan) -> Iterator[np.ndarray]:
             )
 
 
+def yuv420(picture: np.ndarray) -> np.ndarray:
+    """RGB ``(h, w, 3)`` to planar yuv420p ``(h * 3 // 2, w)``: BT.601, limited range.
+
+    Integer maths, so the encoder's input is the same in every process. (Left to swscale, the
+    conversion of frames whose rows are not SIMD-aligned changed with where numpy happened to
+    allocate them, and so did the bitstream.)
+    """
+    rgb = picture.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    height, width = r.shape
+    pooled = rgb.reshape(height // 2, 2, width // 2, 2, 3).sum(axis=(1, 3))
+    r, g, b = pooled[..., 0], pooled[..., 1], pooled[..., 2]  # 4x the 2x2 block's mean
+    blue = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128
+    red = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128
+    planes = [luma.ravel(), blue.ravel(), red.ravel()]
+    return np.concatenate(planes).astype(np.uint8).reshape(height * 3 // 2, width)
+
+
 def encode(plan: TrailerPlan, path: Path, crf: int, preset: str) -> None:
     """Write the trailer as H.264 yuv420p in mp4 with PyAV, constant frame rate ``plan.rate``."""
     time_base = 1 / plan.rate
@@ -286,7 +305,7 @@ def encode(plan: TrailerPlan, path: Path, crf: int, preset: str) -> None:
         index = 0
         for chunk in render(plan):
             for picture in chunk:
-                frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+                frame = av.VideoFrame.from_ndarray(yuv420(picture), format="yuv420p")
                 frame.pts, frame.time_base = index, time_base
                 container.mux(stream.encode(frame))
                 index += 1

@@ -35,8 +35,7 @@ def smoke_corpus(tmp_path_factory: pytest.TempPathFactory) -> Config:
     changing anything in it.
     """
     config = smoke_config(tmp_path_factory.mktemp("smoke"))
-    # In its own process, as `trailers synth` runs for users: x264 gave another (valid) bitstream
-    # for one smoke trailer when encoding inside a test process that had imported TensorFlow.
+    # Through the CLI in its own process, as `trailers synth` runs for users and DVC.
     subprocess.run(
         [
             sys.executable,
