@@ -102,7 +102,7 @@ class SynthConfig(_Section):
     title_card_prob: float = Field(0.5, ge=0.0, le=1.0)
     second_genre_prob: float = Field(0.25, ge=0.0, le=1.0)
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    crf: int = Field(20, ge=0, le=51)
+    crf: int = Field(0, ge=0, le=51)
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
     ] = "veryfast"

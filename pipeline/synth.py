@@ -291,6 +291,23 @@ def yuv420(picture: np.ndarray) -> np.ndarray:
     return np.concatenate(planes).astype(np.uint8).reshape(height * 3 // 2, width)
 
 
+def yuv420_frame(picture: np.ndarray) -> av.VideoFrame:
+    """An encoder frame that owns a copy of ``picture`` in yuv420p.
+
+    ``VideoFrame.from_ndarray`` wraps the array's memory without copying, and x264 keeps frames
+    for its lookahead after ``encode`` returns: a temporary array freed meanwhile is read as
+    garbage (measured: the bitstream then changed from run to run).
+    """
+    height, width = picture.shape[:2]
+    frame = av.VideoFrame(width, height, "yuv420p")
+    planes = np.split(yuv420(picture).ravel(), [height * width, height * width * 5 // 4])
+    for plane, data in zip(frame.planes, planes, strict=True):
+        padded = np.zeros((plane.height, plane.line_size), np.uint8)
+        padded[:, : plane.width] = data.reshape(plane.height, plane.width)
+        plane.update(padded)
+    return frame
+
+
 def encode(plan: TrailerPlan, path: Path, crf: int, preset: str) -> None:
     """Write the trailer as H.264 yuv420p in mp4 with PyAV, constant frame rate ``plan.rate``."""
     time_base = 1 / plan.rate
@@ -305,7 +322,7 @@ def encode(plan: TrailerPlan, path: Path, crf: int, preset: str) -> None:
         index = 0
         for chunk in render(plan):
             for picture in chunk:
-                frame = av.VideoFrame.from_ndarray(yuv420(picture), format="yuv420p")
+                frame = yuv420_frame(picture)
                 frame.pts, frame.time_base = index, time_base
                 container.mux(stream.encode(frame))
                 index += 1
