@@ -11,7 +11,8 @@ sampling rate and output size:
   manifest), with 1 worker and with 2 workers; decord threads per worker: cores / busy workers.
 
 and prints source frames per second and ratios to the ffmpeg CLI. Each figure is the best of
-``--repeats`` runs. Usage: ``python benchmarks/decode.py [--repeats 2] [--copies 30] [--trailers N]``.
+``--repeats`` runs.
+Usage: ``python benchmarks/decode.py [--repeats 2] [--copies 30] [--trailers N]``.
 """
 
 from __future__ import annotations
