@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -48,7 +49,23 @@ def write_json(path: str | Path, data: Any) -> None:
         handle.write("\n")
 
 
-def save_npy(path: str | Path, array: np.ndarray) -> None:
-    """``np.save`` to exactly ``path`` (no ``.npy`` appended), atomically."""
+class _HashingWriter:
+    """A binary file that also feeds every byte written to a SHA-256 digest."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle, self.digest = handle, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> str:
+    """``np.save`` to exactly ``path`` (no ``.npy`` appended), atomically; returns its SHA-256.
+
+    The digest is taken from the bytes as they are written, so the file is not read back.
+    """
     with atomic_open(path, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+        writer = _HashingWriter(handle)
+        np.save(writer, array, allow_pickle=False)
+    return writer.digest.hexdigest()

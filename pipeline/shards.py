@@ -106,14 +106,6 @@ def _check_segments(segments: tuple[Segment, ...], duration_s: float, slack_s: f
             )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def decode_trailer(job: Job, progress: Callable[[int], None] = lambda frames: None) -> dict:
     """Decode, label and write one trailer; return its receipt. Runs inside a Sandbox.
 
@@ -140,7 +132,7 @@ def decode_trailer(job: Job, progress: Callable[[int], None] = lambda frames: No
     rows, repeated, first = [], 0, 0
     for k, frames in enumerate(chunks):
         stem = f"{job.split}/trailer_{job.trailer_id}-{k}"
-        save_npy(shards_dir / f"{stem}.npy", frames)
+        digest = save_npy(shards_dir / f"{stem}.npy", frames)
         row = {
             "shard": f"{stem}.npy",
             "labels": None,
@@ -155,12 +147,13 @@ def decode_trailer(job: Job, progress: Callable[[int], None] = lambda frames: No
             "width": frames.shape[3],
             "source": job.source,
             "source_duration_s": round(sampling.duration_s, 6),
-            "sha256": _sha256(shards_dir / f"{stem}.npy"),
+            "sha256": digest,
         }
         if labels is not None:
-            save_npy(shards_dir / f"{stem}.labels.npy", labels[first : first + len(frames)])
             row["labels"] = f"{stem}.labels.npy"
-            row["labels_sha256"] = _sha256(shards_dir / row["labels"])
+            row["labels_sha256"] = save_npy(
+                shards_dir / row["labels"], labels[first : first + len(frames)]
+            )
         repeated += _repeated_frames(frames, sampling.indices[first : first + len(frames)])
         rows.append(row)
         first += len(frames)
