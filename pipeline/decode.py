@@ -26,7 +26,7 @@ from tqdm import tqdm
 from pipeline.annotations import Problem, check_trailer_id, labelled_trailers
 from pipeline.config import Config, DecodeConfig
 from pipeline.errors import StageError
-from pipeline.io import atomic_open, write_json
+from pipeline.io import atomic_open, remove_leftovers, write_json
 from pipeline.sandbox import CallFailed, Sandbox, SandboxError
 from pipeline.shards import UNLABELLED, DecodeParams, Job, read_receipt, receipt_path
 
@@ -216,6 +216,7 @@ def run(config: Config) -> None:
     decode, paths = config.decode, config.paths
     jobs, problems = plan_jobs(config)
     paths.shards.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(paths.shards, recursive=True)
     todo = [job for job in jobs if not _unchanged(job, paths.shards)]
     log.info("%d trailers: %d to decode, %d unchanged", len(jobs), len(todo), len(jobs) - len(todo))
     outcomes = run_beam(todo, decode, paths.shards) if todo else []

@@ -20,6 +20,14 @@ def _umask() -> int:
     return mask
 
 
+def remove_leftovers(folder: Path, name: str = "", recursive: bool = False) -> None:
+    """Delete the temporary files of atomic writes (to ``name*`` in ``folder``) that a killed
+    run left behind; a finished write never leaves one."""
+    pattern = f".{name}*.tmp"
+    for leftover in folder.rglob(pattern) if recursive else folder.glob(pattern):
+        leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``, renamed onto it only if the block succeeds."""

@@ -35,7 +35,7 @@ from pipeline import GENRES, SPLITS
 from pipeline.annotations import ANNOTATION_COLUMNS, SPLIT_COLUMNS
 from pipeline.config import Config, SynthConfig
 from pipeline.errors import StageError
-from pipeline.io import atomic_open, atomic_path
+from pipeline.io import atomic_open, atomic_path, remove_leftovers
 from pipeline.synth_grammar import GRAMMAR, black, scene, title_card
 
 log = logging.getLogger(__name__)
@@ -373,8 +373,7 @@ def run(config: Config) -> None:
             )
     paths.videos.mkdir(parents=True, exist_ok=True)
     for output in (paths.videos / "trailer_", paths.annotations, paths.splits):
-        for leftover in output.parent.glob(f".{output.name}*.tmp"):
-            leftover.unlink()  # the temporary file of a write that a killed run left behind
+        remove_leftovers(output.parent, output.name)
     for plan in tqdm(plans, desc="synth", unit="trailer", disable=None):
         with atomic_path(video_path(paths.videos, plan.trailer_id)) as tmp:
             encode(plan, tmp, settings.crf, settings.preset)

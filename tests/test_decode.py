@@ -365,6 +365,9 @@ def test_killed_run_reruns_to_the_same_outputs(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / "data" / "shards" / "manifest.jsonl").exists()
+    # What a kill in the middle of a write leaves, whether or not this kill landed in one:
+    (killed / "data" / "shards" / "train").mkdir(parents=True, exist_ok=True)
+    (killed / "data" / "shards" / "train" / ".trailer_000-0.npy.k1ll3d.tmp").write_bytes(b"\x93N")
     decode(killed, "decode.num_workers=1")
     assert 1 <= report(killed)["unchanged"] < 4
     assert outputs(killed) == outputs(clean)
