@@ -8,11 +8,13 @@ sampling rate and output size:
   one process per file, ffmpeg's own threading (auto: all cores);
 * ``pyav``: PyAV decoding every frame (threads AUTO) and converting the sampled ones;
 * ``stage``: the whole decode stage (Beam, sandboxed decord workers, shards, labels, checksums,
-  manifest), with 1 worker and with 2 workers; decord threads per worker: cores / busy workers.
+  manifest), with 1 worker and with 2 workers, one decord thread per worker (a worker is one
+  core's share of the work; long videos are split into parts so that both workers share them).
 
-and prints source frames per second and ratios to the ffmpeg CLI. Each figure is the best of
-``--repeats`` runs.
-Usage: ``python benchmarks/decode.py [--repeats 2] [--copies 30] [--trailers N]``.
+and prints source frames per second and ratios to the ffmpeg CLI: of the best times of
+``--repeats`` rounds (each round runs every method once, in turn), and the median of the ratios
+taken within each round.
+Usage: ``python benchmarks/decode.py [--repeats 4] [--copies 30] [--trailers N]``.
 """
 
 from __future__ import annotations
@@ -151,13 +153,16 @@ def stage(config: Config) -> None:
     decode.run(config)
 
 
-def best_of(repeats: int, work: Callable[[], None]) -> float:
-    times = []
+def rounds(repeats: int, methods: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+    """Seconds of each method, ``repeats`` rounds of all methods in turn: a slow spell of the
+    machine then hits every method alike rather than one method's every run."""
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, work in methods.items():
+            start = time.perf_counter()
+            work()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def measure(name: str, data_dir: Path, repeats: int) -> None:
@@ -165,34 +170,53 @@ def measure(name: str, data_dir: Path, repeats: int) -> None:
     one, two = (
         load_config(
             PROJECT_ROOT / "configs" / "pipeline.yaml",
-            [f"paths.data_dir={data_dir}", f"decode.num_workers={workers}"],
+            [
+                f"paths.data_dir={data_dir}",
+                f"decode.num_workers={workers}",
+                "decode.decoder_threads=1",
+            ],
         )
         for workers in (1, 2)
     )
     videos = sorted(config.paths.videos.glob("*.mp4"))
     frames = source_frames(videos)
-    results = {
-        "ffmpeg CLI": best_of(repeats, lambda: ffmpeg_cli(videos, config)),
-        "PyAV": best_of(repeats, lambda: pyav(videos, config)),
-        "stage, 1 worker": best_of(repeats, lambda: stage(one)),
-        "stage, 2 workers": best_of(repeats, lambda: stage(two)),
-    }
-    reference = results["ffmpeg CLI"]
+    seconds = rounds(
+        repeats,
+        {
+            "ffmpeg CLI": lambda: ffmpeg_cli(videos, config),
+            "PyAV": lambda: pyav(videos, config),
+            "stage, 1 worker": lambda: stage(one),
+            "stage, 2 workers": lambda: stage(two),
+        },
+    )
+    reference = seconds["ffmpeg CLI"]
     print(
         f"\n{name}: {len(videos)} videos, {frames} source frames, "
         f"sampled at {config.decode.fps:g} fps to {config.decode.width}x{config.decode.height}, "
-        f"{os.cpu_count()} cores"
+        f"{os.cpu_count()} cores, best of {repeats} rounds"
     )
-    print(f"{'method':<18}{'seconds':>9}{'frames/s':>10}{'vs ffmpeg':>11}")
-    for method, seconds in results.items():
-        print(f"{method:<18}{seconds:>9.2f}{frames / seconds:>10.0f}{reference / seconds:>10.2f}x")
-    scaling = results["stage, 1 worker"] / results["stage, 2 workers"]
-    print(f"2 workers vs 1: {scaling:.2f}x")
+    print(f"{'method':<18}{'seconds':>9}{'frames/s':>10}{'vs ffmpeg':>11}{'per round':>11}")
+    for method, times in seconds.items():
+        best = min(times)
+        print(
+            f"{method:<18}{best:>9.2f}{frames / best:>10.0f}{min(reference) / best:>10.2f}x"
+            f"{median_ratio(reference, times):>10.2f}x"
+        )
+    one_worker, two_workers = seconds["stage, 1 worker"], seconds["stage, 2 workers"]
+    print(
+        f"2 workers vs 1: {min(one_worker) / min(two_workers):.2f}x "
+        f"(per round: {median_ratio(one_worker, two_workers):.2f}x)"
+    )
+
+
+def median_ratio(reference: list[float], times: list[float]) -> float:
+    """The median over rounds of reference / time, both taken in the same round."""
+    return float(np.median([r / t for r, t in zip(reference, times, strict=True)]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument(
         "--copies", type=int, default=30, help="bigbuckbunny copies to join (30: 2.6 min)"
     )

@@ -136,13 +136,14 @@ class DecodeConfig(_Section):
     height: int = Field(64, ge=8, le=2160)
     width: int = Field(64, ge=8, le=3840)
     aspect: Literal["letterbox", "crop"] = "letterbox"
-    max_frames_per_shard: int = Field(256, ge=1)
+    max_frames_per_shard: int = Field(128, ge=1)
     runner: str = "DirectRunner"
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
         "multi_threading"
     )
     num_workers: int = Field(0, ge=0)
     runner_options: dict[str, str] = Field(default_factory=dict)
+    split_videos: bool = True
     decoder_threads: int = Field(0, ge=0)
     fault_tolerance: float = Field(0.05, ge=-1)
     stall_timeout_s: float = Field(120.0, gt=0)

@@ -2,7 +2,8 @@
 
 Reads every video the annotations list (or every video in ``decode.input_dir``), samples frames
 by timestamp (rule in ``pipeline/video.py``), and writes shards, labels and a manifest (layout in
-``pipeline/shards.py``). Each Beam worker drives one supervised decoder process
+``pipeline/shards.py``). Long videos are cut into parts, runs of whole shards, so that all
+workers share them. Each Beam worker drives one supervised decoder process
 (``pipeline/sandbox.py``): a video that aborts, segfaults or hangs decord fails alone, is named
 in ``decode_report.json``, and everything else is still decoded. Trailers whose source, labels
 and params are unchanged since the last run are skipped.
@@ -13,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -28,15 +29,30 @@ from pipeline.config import Config, DecodeConfig
 from pipeline.errors import StageError
 from pipeline.io import atomic_open, remove_leftovers, write_json
 from pipeline.sandbox import CallFailed, Sandbox, SandboxError
-from pipeline.shards import UNLABELLED, DecodeParams, Job, read_receipt, receipt_path
+from pipeline.shards import (
+    UNLABELLED,
+    DecodeParams,
+    Job,
+    Trailer,
+    decoded_parts,
+    tidy_receipts,
+)
+from pipeline.video import container_duration
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+DECODER = "pipeline.shards"
+PRELOAD = (DECODER, "decord")
+"""What the decoder processes import as they start, before their first video arrives."""
 
 
-class DecodeTrailers(beam.DoFn):
-    """Decode each Job in this worker's sandboxed decoder process; yield one outcome per job."""
+class DecodeParts(beam.DoFn):
+    """Decode each Job in this worker's sandboxed decoder process.
+
+    A part's outcome is a file: its receipt when it succeeds, its failure note when it does not
+    (files, not Beam outputs, so that a part is accounted for the moment it ends, on any runner).
+    """
 
     def __init__(self, stall_timeout_s: float, worker_max_videos: int) -> None:
         self.stall_timeout_s = stall_timeout_s
@@ -44,16 +60,14 @@ class DecodeTrailers(beam.DoFn):
         self.sandbox: Sandbox | None = None
 
     def setup(self) -> None:
-        self.sandbox = Sandbox(self.stall_timeout_s, self.worker_max_videos)
+        self.sandbox = Sandbox(self.stall_timeout_s, self.worker_max_videos, preload=PRELOAD)
+        self.sandbox.start()
 
-    def process(self, job: Job):
+    def process(self, job: Job) -> None:
         try:
-            receipt = self.sandbox.call("pipeline.shards:decode_trailer", {"job": job})
+            self.sandbox.call(f"{DECODER}:decode_part", {"job": job})
         except (CallFailed, SandboxError) as exc:
-            yield {"trailer_id": job.trailer_id, "source": job.source, "error": str(exc)}
-        else:
-            frames = sum(row["frames"] for row in receipt["shards"])
-            yield {"trailer_id": job.trailer_id, "source": job.source, "frames": frames}
+            write_json(job.failure_note, {"error": str(exc)})
 
     def teardown(self) -> None:
         if self.sandbox is not None:
@@ -78,10 +92,8 @@ def beam_options(decode: DecodeConfig) -> PipelineOptions:
     return PipelineOptions(flags)
 
 
-def plan_jobs(config: Config) -> tuple[list[Job], list[Problem]]:
-    """Every trailer to decode, and the problems of those that cannot even be tried."""
-    decode, paths = config.decode, config.paths
-    params = DecodeParams(
+def decode_params(decode: DecodeConfig) -> DecodeParams:
+    return DecodeParams(
         fps=decode.fps,
         height=decode.height,
         width=decode.width,
@@ -90,22 +102,79 @@ def plan_jobs(config: Config) -> tuple[list[Job], list[Problem]]:
         fault_tolerance=decode.fault_tolerance,
     )
 
-    def job(trailer_id: str, split: str, source: Path, segments) -> Job:
-        return Job(trailer_id, split, str(source), segments, str(paths.shards), params, threads=1)
 
+def find_trailers(config: Config) -> tuple[list[Trailer], list[Problem]]:
+    """Every trailer to decode, and the problems of those that cannot even be tried."""
+    decode, paths = config.decode, config.paths
     if decode.source == "folder":
-        jobs, problems = _folder_jobs(Path(decode.input_dir or paths.videos), job)
-    else:
-        trailers, problems = labelled_trailers(paths.annotations, paths.splits)
-        jobs = []
-        for trailer_id, (split, segments) in trailers.items():
-            source = paths.videos / f"trailer_{trailer_id}.mp4"
-            if source.is_file():
-                jobs.append(job(trailer_id, split, source, tuple(segments)))
-            else:
-                problems.append(Problem(trailer_id, f"{source}: file not found"))
-    threads = decoder_threads(decode, len(jobs))
-    return [dataclasses.replace(j, threads=threads) for j in jobs], problems
+        return _folder_trailers(Path(decode.input_dir or paths.videos))
+    labelled, problems = labelled_trailers(paths.annotations, paths.splits)
+    trailers = []
+    for trailer_id, (split, segments) in labelled.items():
+        source = paths.videos / f"trailer_{trailer_id}.mp4"
+        if source.is_file():
+            trailers.append(Trailer(trailer_id, split, str(source), tuple(segments)))
+        else:
+            problems.append(Problem(trailer_id, f"{source}: file not found"))
+    return trailers, problems
+
+
+def plan_jobs(
+    trailers: dict[str, Trailer], fingerprints: dict[str, str], config: Config
+) -> list[Job]:
+    """The parts still to decode: what each trailer's current receipts do not cover yet.
+
+    With several workers, a trailer longer than its fair share of the work (the shards left,
+    over the workers) is cut into near-equal parts. Parts come largest first, so that runners
+    that hand out work in order (Beam's local runner deals it round robin) balance it.
+    """
+    decode, shards_dir = config.decode, config.paths.shards
+    params = decode_params(decode)
+    splitting = decode.split_videos and worker_count(decode) > 1
+    gaps = []  # (trailer, first shard not covered, estimated shards in all or None)
+    for trailer_id, trailer in trailers.items():
+        done, complete = decoded_parts(shards_dir, trailer_id, fingerprints[trailer_id])
+        if not complete:
+            start = done[-1]["stop_shard"] if done else 0
+            total = _estimated_shards(trailer.source, decode) if splitting else None
+            gaps.append((trailer, start, total))
+    left = sum(max(1, total - start) for _, start, total in gaps if total is not None)
+    share = math.ceil(left / worker_count(decode)) if left else 0
+    planned = []  # (rough cost, job)
+    for trailer, start, total in gaps:
+        size = Path(trailer.source).stat().st_size
+        for first, stop in _parts(start, total, share):
+            job = Job(
+                trailer, params, str(shards_dir), fingerprints[trailer.trailer_id], first, stop
+            )
+            planned.append((_cost(size, first, stop, total), job))
+    planned.sort(key=lambda pair: -pair[0])
+    threads = decoder_threads(decode, len(planned))
+    return [dataclasses.replace(job, threads=threads) for _, job in planned]
+
+
+def _cost(size: int, first: int, stop: int | None, total: int | None) -> float:
+    """The bytes of source a part decodes, roughly: the video's share its shards are."""
+    if total is None:
+        return size
+    return size * max((total if stop is None else stop) - first, 1) / total
+
+
+def _estimated_shards(source: str, decode: DecodeConfig) -> int | None:
+    duration = container_duration(source)
+    if duration is None:
+        return None
+    return max(1, math.ceil(duration * decode.fps / decode.max_frames_per_shard))
+
+
+def _parts(start: int, total: int | None, share: int) -> list[tuple[int, int | None]]:
+    """Cut shards ``start`` to ``total`` into near-equal runs of at most ``share`` shards (0: do
+    not cut); the last run stays open-ended, as the estimate from the header may be short."""
+    if not share or total is None or total - start <= share:
+        return [(start, None)]
+    count = math.ceil((total - start) / share)
+    bounds = [start + (total - start) * i // count for i in range(count)]
+    return list(zip(bounds, [*bounds[1:], None], strict=True))
 
 
 def worker_count(decode: DecodeConfig) -> int:
@@ -120,10 +189,10 @@ def decoder_threads(decode: DecodeConfig, jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // busy)
 
 
-def _folder_jobs(folder: Path, job) -> tuple[list[Job], list[Problem]]:
+def _folder_trailers(folder: Path) -> tuple[list[Trailer], list[Problem]]:
     if not folder.is_dir():
         raise StageError(f"decode.input_dir {folder}: not a folder")
-    jobs, problems, seen = [], [], {}
+    trailers, problems, seen = [], [], {}
     for source in sorted(folder.iterdir()):
         if source.suffix.lower() not in VIDEO_SUFFIXES:
             continue
@@ -137,58 +206,50 @@ def _folder_jobs(folder: Path, job) -> tuple[list[Job], list[Problem]]:
             )
         else:
             seen[trailer_id] = source
-            jobs.append(job(trailer_id, UNLABELLED, source, None))
-    return jobs, problems
+            trailers.append(Trailer(trailer_id, UNLABELLED, str(source), None))
+    return trailers, problems
 
 
-def run_beam(jobs: list[Job], decode: DecodeConfig, shards_dir: Path) -> list[dict]:
-    """Decode ``jobs`` on the configured Beam runner; return one outcome per job."""
-    scratch = shards_dir.parent / ".decode-outcomes"
-    shutil.rmtree(scratch, ignore_errors=True)  # a killed run's leftovers
+def run_beam(jobs: list[Job], decode: DecodeConfig) -> None:
+    """Decode ``jobs`` on the configured Beam runner; each leaves a receipt or a failure note."""
     try:
         pipeline = beam.Pipeline(options=beam_options(decode))
     except ValueError as exc:
         raise StageError(f"decode.runner {decode.runner!r}: {str(exc).split('. ')[0]}") from None
-    try:
-        with Progress(jobs, shards_dir), pipeline:
-            (
-                pipeline
-                | "Trailers" >> beam.Create(jobs, reshuffle=True)
-                | "Decode"
-                >> beam.ParDo(DecodeTrailers(decode.stall_timeout_s, decode.worker_max_videos))
-                | "ToJson" >> beam.Map(json.dumps)
-                | "Outcomes" >> beam.io.WriteToText(f"{scratch}/outcome", file_name_suffix=".jsonl")
-            )
-        return [
-            json.loads(line)
-            for path in sorted(scratch.glob("outcome*.jsonl"))
-            for line in path.read_text().splitlines()
-        ]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with Progress(jobs), pipeline:
+        (
+            pipeline
+            | "Parts" >> beam.Create(jobs, reshuffle=True)
+            | "Decode" >> beam.ParDo(DecodeParts(decode.stall_timeout_s, decode.worker_max_videos))
+        )
 
 
 class Progress:
-    """A tqdm bar (trailers, frames/s) fed by the receipts workers write, whatever the runner."""
+    """A tqdm bar (parts, frames/s) fed by the receipts workers write, whatever the runner."""
 
-    def __init__(self, jobs: list[Job], shards_dir: Path, interval_s: float = 0.5) -> None:
-        self.receipts = [receipt_path(shards_dir, job.trailer_id) for job in jobs]
+    def __init__(self, jobs: list[Job], interval_s: float = 0.5) -> None:
+        self.jobs = jobs
         self.interval_s = interval_s
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
         start, done, frames = time.time(), set(), 0
-        with tqdm(total=len(self.receipts), unit="trailer", desc="decode", disable=None) as bar:
-            while not self.stop.wait(self.interval_s) or len(done) < len(self.receipts):
-                for path in self.receipts:
-                    if path not in done and path.is_file() and path.stat().st_mtime >= start:
-                        done.add(path)
-                        frames += sum(r["frames"] for r in json.loads(path.read_text())["shards"])
-                        bar.update(1)
+        with tqdm(total=len(self.jobs), unit="part", desc="decode", disable=None) as bar:
+            while True:
+                stopping = self.stop.wait(self.interval_s)
+                for job in self.jobs:
+                    if job in done:
+                        continue
+                    if _written_since(job.receipt, start):
+                        frames += sum(row["frames"] for row in _receipt_rows(job.receipt))
+                    elif not _written_since(job.failure_note, start):
+                        continue
+                    done.add(job)
+                    bar.update(1)
                 bar.set_postfix(frames_per_s=f"{frames / max(time.time() - start, 1e-9):.0f}")
-                if self.stop.is_set():
-                    break
+                if stopping:
+                    return
 
     def __enter__(self) -> Progress:
         self.thread.start()
@@ -197,6 +258,20 @@ class Progress:
     def __exit__(self, *exc_info: object) -> None:
         self.stop.set()
         self.thread.join()
+
+
+def _written_since(path: Path, start: float) -> bool:
+    try:
+        return path.stat().st_mtime >= start
+    except FileNotFoundError:
+        return False
+
+
+def _receipt_rows(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text())["shards"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
 
 
 def write_manifest(path: Path, receipts: list[dict]) -> int:
@@ -214,45 +289,56 @@ def run(config: Config) -> None:
     """Decode every trailer that changed, then write the manifest and the report."""
     started = time.time()
     decode, paths = config.decode, config.paths
-    jobs, problems = plan_jobs(config)
+    found, problems = find_trailers(config)
+    trailers = {trailer.trailer_id: trailer for trailer in found}
+    params = decode_params(decode)
+    fingerprints = {key: trailer.fingerprint(params) for key, trailer in trailers.items()}
     paths.shards.mkdir(parents=True, exist_ok=True)
     remove_leftovers(paths.shards, recursive=True)
-    todo = [job for job in jobs if not _unchanged(job, paths.shards)]
-    log.info("%d trailers: %d to decode, %d unchanged", len(jobs), len(todo), len(jobs) - len(todo))
-    outcomes = run_beam(todo, decode, paths.shards) if todo else []
-    failures = [
-        Problem(o["trailer_id"], f"{o['source']}: {o['error']}") for o in outcomes if "error" in o
-    ]
-    failed_ids = {problem.trailer_id for problem in failures}
-    receipts = [
-        receipt
+    jobs = plan_jobs(trailers, fingerprints, config)
+    for job in jobs:
+        job.failure_note.unlink(missing_ok=True)
+    todo = {job.trailer.trailer_id for job in jobs}
+    log.info(
+        "%d trailers: %d to decode in %d parts, %d unchanged",
+        len(trailers),
+        len(todo),
+        len(jobs),
+        len(trailers) - len(todo),
+    )
+    if jobs:
+        run_beam(jobs, decode)
+    decoded_frames = sum(
+        row["frames"]
         for job in jobs
-        if job.trailer_id not in failed_ids
-        and (receipt := read_receipt(paths.shards, job.trailer_id)) is not None
-    ]
-    shard_count = write_manifest(paths.manifest, receipts)
+        if _written_since(job.receipt, started)
+        for row in _receipt_rows(job.receipt)
+    )
+    decoded, failures = collect(trailers, fingerprints, jobs, paths.shards)
+    shard_count = write_manifest(paths.manifest, [part for parts in decoded for part in parts])
     problems += failures
     for problem in problems:
         log.warning("%s", problem.reason)
-    job_ids = {job.trailer_id for job in jobs}
     failed = {p.trailer_id for p in problems if p.trailer_id} | {
         p.reason for p in problems if p.trailer_id is None
     }
-    videos = len(job_ids | failed)
-    decoded_frames = sum(o.get("frames", 0) for o in outcomes)
+    videos = len(trailers.keys() | failed)
     seconds = time.time() - started
     write_json(
         paths.decode_report,
         {
             "videos": videos,
-            "decoded": sum(1 for o in outcomes if "error" not in o),
-            "unchanged": len(jobs) - len(todo),
+            "decoded": len(todo) - len(failures),
+            "unchanged": len(trailers) - len(todo),
             "failed": [{"trailer_id": p.trailer_id, "reason": p.reason} for p in problems],
             "shards": shard_count,
             "frames_decoded": decoded_frames,
             "seconds": round(seconds, 3),
             "frames_per_second": round(decoded_frames / seconds, 1) if seconds else None,
-            "repeated_frames": {r["trailer_id"]: r["repeated_frames"] for r in receipts},
+            "repeated_frames": {
+                parts[0]["trailer_id"]: sum(part["repeated_frames"] for part in parts)
+                for parts in decoded
+            },
         },
     )
     if videos and len(failed) / videos > decode.max_failed_fraction:
@@ -262,6 +348,30 @@ def run(config: Config) -> None:
         )
 
 
-def _unchanged(job: Job, shards_dir: Path) -> bool:
-    receipt = read_receipt(shards_dir, job.trailer_id)
-    return receipt is not None and receipt["fingerprint"] == job.fingerprint()
+def collect(
+    trailers: dict[str, Trailer], fingerprints: dict[str, str], jobs: list[Job], shards_dir: Path
+) -> tuple[list[list[dict]], list[Problem]]:
+    """Each complete trailer's receipts (older ones tidied away), and a problem per failed one.
+
+    A failed trailer keeps the receipts of its finished parts: the next run decodes the rest.
+    """
+    notes: dict[str, list[Path]] = {}
+    for job in jobs:
+        notes.setdefault(job.trailer.trailer_id, []).append(job.failure_note)
+    decoded, failures = [], []
+    for trailer_id, trailer in trailers.items():
+        parts, complete = decoded_parts(shards_dir, trailer_id, fingerprints[trailer_id])
+        if complete:
+            tidy_receipts(shards_dir, trailer_id, parts)
+            decoded.append(parts)
+            continue
+        reasons = [_failure(note) for note in notes.get(trailer_id, ()) if note.is_file()]
+        reason = reasons[0] if reasons else "no worker reported on it (worker lost?)"
+        failures.append(Problem(trailer_id, f"{trailer.source}: {reason}"))
+        for note in notes.get(trailer_id, ()):
+            note.unlink(missing_ok=True)
+    return decoded, failures
+
+
+def _failure(note: Path) -> str:
+    return json.loads(note.read_text())["error"]

@@ -4,11 +4,14 @@ Layout under the shards folder (``config.paths.shards``)::
 
     <split>/trailer_<id>-<k>.npy          uint8 (frames, 3, height, width), channels_first RGB
     <split>/trailer_<id>-<k>.labels.npy   uint8 (frames, 6), multi-hot in GENRES order
-    receipts/trailer_<id>.json            what was written, from which source, with which params
+    receipts/trailer_<id>/<fp>-<k>.json   one part of the trailer: what was written from shard k
     manifest.jsonl                        one row per shard (written by the decode stage)
 
-A receipt is written last, after every shard of its trailer: a trailer without a current
-receipt is decoded again, so killing the stage at any moment loses nothing.
+Shard ``k`` holds output frames ``k * max_frames_per_shard`` onwards, whoever decodes it. A long
+video is decoded in parts, runs of whole shards, so that several workers share it; each part
+writes its receipt after its shards. ``<fp>`` is the trailer's fingerprint (source, labels,
+params): a trailer is done when its receipts with the current fingerprint chain from shard 0
+to the video's end, so killing the stage at any moment loses at most the parts in flight.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from pipeline.video import Geometry, VideoError, probe, read_frames
 UNLABELLED = "unlabelled"
 """The split of videos decoded from a folder without annotations (no labels are written)."""
 
+FINGERPRINT_CHARS = 16
+"""Hex digits of the fingerprint kept in receipt names (64 bits: collisions are not a risk)."""
+
 
 class AnnotationError(ValueError):
     """A segment that does not fit its video (e.g. it ends after the video does)."""
@@ -48,44 +54,104 @@ class DecodeParams:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One trailer to decode: where it is, where it goes, and its labels (None if unlabelled)."""
+class Trailer:
+    """One video to decode and its labels (None if unlabelled)."""
 
     trailer_id: str
     split: str
     source: str
     segments: tuple[Segment, ...] | None
-    shards_dir: str
-    params: DecodeParams
-    threads: int
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, params: DecodeParams) -> str:
         """Changes when the source file, its labels, its split or the decode params change."""
         stat = Path(self.source).stat()
         key = {
             "source": [self.source, stat.st_size, stat.st_mtime_ns],
             "split": self.split,
             "segments": None if self.segments is None else [asdict(s) for s in self.segments],
-            "params": asdict(self.params),
+            "params": asdict(params),
         }
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return digest[:FINGERPRINT_CHARS]
 
 
-def receipt_path(shards_dir: Path, trailer_id: str) -> Path:
-    return shards_dir / "receipts" / f"trailer_{trailer_id}.json"
+@dataclass(frozen=True)
+class Job:
+    """Shards ``first_shard`` to ``stop_shard`` (exclusive; None: to the end) of a trailer."""
+
+    trailer: Trailer
+    params: DecodeParams
+    shards_dir: str
+    fingerprint: str
+    first_shard: int = 0
+    stop_shard: int | None = None
+    threads: int = 1
+
+    @property
+    def receipt(self) -> Path:
+        return part_receipt_path(
+            Path(self.shards_dir), self.trailer.trailer_id, self.fingerprint, self.first_shard
+        )
+
+    @property
+    def failure_note(self) -> Path:
+        """Where a worker leaves the reason this part failed, for the stage to report."""
+        return self.receipt.with_suffix(".failed")
 
 
-def read_receipt(shards_dir: Path, trailer_id: str) -> dict[str, Any] | None:
-    """The trailer's receipt if it and every file it lists exist, else None."""
-    path = receipt_path(shards_dir, trailer_id)
+def receipts_dir(shards_dir: Path, trailer_id: str) -> Path:
+    return shards_dir / "receipts" / f"trailer_{trailer_id}"
+
+
+def part_receipt_path(
+    shards_dir: Path, trailer_id: str, fingerprint: str, first_shard: int
+) -> Path:
+    return receipts_dir(shards_dir, trailer_id) / f"{fingerprint}-{first_shard}.json"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        receipt = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    files = [row[key] for row in receipt["shards"] for key in ("shard", "labels") if row[key]]
-    if not all((shards_dir / name).is_file() for name in files):
-        return None
-    return receipt
+
+
+def _files(receipt: dict[str, Any]) -> set[str]:
+    return {row[key] for row in receipt["shards"] for key in ("shard", "labels") if row[key]}
+
+
+def decoded_parts(shards_dir: Path, trailer_id: str, fingerprint: str) -> tuple[list[dict], bool]:
+    """The trailer's current receipts that chain from shard 0, and whether they reach its end.
+
+    A receipt counts only if every file it lists exists.
+    """
+    chain: list[dict] = []
+    next_shard = 0
+    while True:
+        receipt = _read_json(part_receipt_path(shards_dir, trailer_id, fingerprint, next_shard))
+        if receipt is None or not all((shards_dir / name).is_file() for name in _files(receipt)):
+            return chain, False
+        chain.append(receipt)
+        if receipt["end"]:
+            return chain, True
+        next_shard = receipt["stop_shard"]
+
+
+def tidy_receipts(shards_dir: Path, trailer_id: str, keep: list[dict]) -> None:
+    """Delete the trailer's other receipts and failure notes, and the files only they list."""
+    kept_files = set().union(*map(_files, keep))
+    kept_names = {
+        part_receipt_path(shards_dir, trailer_id, r["fingerprint"], r["first_shard"]).name
+        for r in keep
+    }
+    folder = receipts_dir(shards_dir, trailer_id)
+    for path in sorted(folder.glob("*")) if folder.is_dir() else ():
+        if path.name in kept_names:
+            continue
+        receipt = _read_json(path) if path.suffix == ".json" else None
+        for name in _files(receipt) - kept_files if receipt else ():
+            (shards_dir / name).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def frame_labels(times: np.ndarray, segments: tuple[Segment, ...]) -> np.ndarray:
@@ -106,46 +172,50 @@ def _check_segments(segments: tuple[Segment, ...], duration_s: float, slack_s: f
             )
 
 
-def decode_trailer(job: Job, progress: Callable[[int], None] = lambda frames: None) -> dict:
-    """Decode, label and write one trailer; return its receipt. Runs inside a Sandbox.
+def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None) -> dict:
+    """Decode, label and write one part of a trailer; return its receipt. Runs inside a Sandbox.
 
     Raises VideoError for an unreadable video and AnnotationError for labels that do not fit.
     ``progress`` is told the number of frames written after each shard.
     """
-    params, shards_dir = job.params, Path(job.shards_dir)
-    info = probe(job.source)
+    trailer, params, shards_dir = job.trailer, job.params, Path(job.shards_dir)
+    per_shard = params.max_frames_per_shard
+    info = probe(trailer.source)
     geometry = Geometry.fit(info.width, info.height, params.width, params.height, params.aspect)
+    first_frame = job.first_shard * per_shard
+    stop_frame = None if job.stop_shard is None else job.stop_shard * per_shard
     sampling, chunks = read_frames(
-        job.source,
+        trailer.source,
         params.fps,
         geometry,
-        chunk_frames=params.max_frames_per_shard,
+        chunk_frames=per_shard,
         threads=job.threads,
         fault_tolerance=params.fault_tolerance,
+        first_frame=first_frame,
+        stop_frame=stop_frame,
     )
+    total = len(sampling.indices)
     labels = None
-    if job.segments is not None:
-        _check_segments(
-            job.segments, sampling.duration_s, sampling.duration_s / len(sampling.indices)
-        )
-        labels = frame_labels(sampling.times, job.segments)
-    rows, repeated, first = [], 0, 0
-    for k, frames in enumerate(chunks):
-        stem = f"{job.split}/trailer_{job.trailer_id}-{k}"
+    if trailer.segments is not None:
+        _check_segments(trailer.segments, sampling.duration_s, sampling.duration_s / total)
+        labels = frame_labels(sampling.times, trailer.segments)
+    rows, repeated, first = [], 0, min(first_frame, total)
+    for k, frames in enumerate(chunks, start=job.first_shard):
+        stem = f"{trailer.split}/trailer_{trailer.trailer_id}-{k}"
         digest = save_npy(shards_dir / f"{stem}.npy", frames)
         row = {
             "shard": f"{stem}.npy",
             "labels": None,
             "labels_sha256": None,
-            "trailer_id": job.trailer_id,
-            "split": job.split,
+            "trailer_id": trailer.trailer_id,
+            "split": trailer.split,
             "first_frame": first,
             "frames": len(frames),
             "fps": params.fps,
             "channels": frames.shape[1],
             "height": frames.shape[2],
             "width": frames.shape[3],
-            "source": job.source,
+            "source": trailer.source,
             "source_duration_s": round(sampling.duration_s, 6),
             "sha256": digest,
         }
@@ -158,19 +228,24 @@ def decode_trailer(job: Job, progress: Callable[[int], None] = lambda frames: No
         rows.append(row)
         first += len(frames)
         progress(len(frames))
-    if first != len(sampling.indices):
-        raise VideoError(f"decoded {first} of {len(sampling.indices)} sampled frames")
+    wanted = total if stop_frame is None else min(stop_frame, total)
+    if first != wanted:
+        raise VideoError(f"decoded {first} of {wanted} sampled frames")
+    end = stop_frame is None or stop_frame >= total
     receipt = {
-        "trailer_id": job.trailer_id,
-        "split": job.split,
-        "source": job.source,
-        "fingerprint": job.fingerprint(),
+        "trailer_id": trailer.trailer_id,
+        "split": trailer.split,
+        "source": trailer.source,
+        "fingerprint": job.fingerprint,
+        "first_shard": job.first_shard,
+        "stop_shard": job.first_shard + len(rows),
+        "end": end,
         "source_frames": sampling.source_frames,
         "source_duration_s": round(sampling.duration_s, 6),
         "repeated_frames": repeated,
         "shards": rows,
     }
-    _replace_receipt(shards_dir, receipt)
+    write_json(job.receipt, receipt)
     return receipt
 
 
@@ -184,16 +259,3 @@ def _repeated_frames(frames: np.ndarray, indices: np.ndarray) -> int:
         return 0
     same = np.all(frames[1:] == frames[:-1], axis=(1, 2, 3)) & (indices[1:] != indices[:-1])
     return int(same.sum())
-
-
-def _replace_receipt(shards_dir: Path, receipt: dict) -> None:
-    """Write the new receipt, then delete the trailer's shards that it no longer lists."""
-    old = read_receipt(shards_dir, receipt["trailer_id"])
-    write_json(receipt_path(shards_dir, receipt["trailer_id"]), receipt)
-    if old is None:
-        return
-    keep = {row[key] for row in receipt["shards"] for key in ("shard", "labels")}
-    for row in old["shards"]:
-        for key in ("shard", "labels"):
-            if row[key] and row[key] not in keep:
-                (shards_dir / row[key]).unlink(missing_ok=True)

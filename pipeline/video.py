@@ -64,16 +64,33 @@ def probe(path: str | Path) -> Probe:
                 raise VideoError(f"first frame does not decode ({exc.strerror or exc})") from None
             if first is None:
                 raise VideoError("video stream has zero frames")
-            duration = None
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / av.time_base
             return Probe(
-                first.width, first.height, stream.frames, duration, stream.codec_context.name
+                first.width,
+                first.height,
+                stream.frames,
+                _duration(container, stream),
+                stream.codec_context.name,
             )
     except av.FFmpegError as exc:
         raise VideoError(f"not a readable video container ({exc.strerror or exc})") from None
+
+
+def container_duration(path: str | Path) -> float | None:
+    """The video's duration (seconds) from the container's header alone, or None if it has none
+    or cannot be opened (decoding it then says why). Cheap: nothing is decoded."""
+    try:
+        with av.open(str(path)) as container:
+            return _duration(container, container.streams.video[0])
+    except (av.FFmpegError, IndexError, OSError):
+        return None
+
+
+def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
 
 
 def sample_times(duration_s: float, fps: float) -> np.ndarray:
@@ -146,13 +163,18 @@ def read_frames(
     chunk_frames: int,
     threads: int = 1,
     fault_tolerance: float = -1,
+    first_frame: int = 0,
+    stop_frame: int | None = None,
 ) -> tuple[Sampling, Iterator[np.ndarray]]:
     """Open ``path`` with decord and sample it at ``fps``.
 
-    Returns the sampling plan and an iterator of channels_first uint8 chunks of at most
-    ``chunk_frames`` frames (bounded memory, whatever the video's length). ``fault_tolerance``
-    is decord's ``fault_tol``: the share (< 1) or count (> 1) of corrupt frames decord may
-    silently replace by a neighbour before it raises; negative disables the check.
+    Returns the sampling plan of the whole video and an iterator of channels_first uint8 chunks
+    of its output frames ``first_frame`` to ``stop_frame`` (exclusive; None: to the end), cut at
+    multiples of ``chunk_frames`` (bounded memory, whatever the video's length), so that any
+    range starting at such a multiple gives the same chunks as the whole video does. decord
+    seeks to the key frame before the range. ``fault_tolerance`` is decord's ``fault_tol``: the
+    share (< 1) or count (> 1) of corrupt frames decord may silently replace by a neighbour
+    before it raises; negative disables the check.
     """
     import decord  # imported here: decord's native library is only loaded where frames are read
 
@@ -185,8 +207,9 @@ def read_frames(
     def chunks() -> Iterator[np.ndarray]:
         nonlocal reader
         try:
-            for first in range(0, len(sampling.indices), chunk_frames):
-                wanted = sampling.indices[first : first + chunk_frames]
+            end = len(sampling.indices) if stop_frame is None else stop_frame
+            for first in range(first_frame, min(end, len(sampling.indices)), chunk_frames):
+                wanted = sampling.indices[first : min(first + chunk_frames, end)]
                 picked = []
                 # Contiguous reads decode sequentially; get_batch on sparse indices seeks and
                 # measured 1.4x slower here. Blocks of chunk_frames source frames bound memory.

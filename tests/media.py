@@ -37,13 +37,15 @@ def write_video(
     size: tuple[int, int] = (64, 48),
     durations_ms: Sequence[int] | None = None,
     faststart: bool = False,
+    keyframe_every: int | None = None,
 ) -> Path:
     """Write index-coded frames; ``durations_ms`` gives a variable frame rate (one per frame)."""
     width, height = size
     count = len(durations_ms) if durations_ms is not None else frames
     options = {"movflags": "+faststart"} if faststart else {}
+    codec_options = {"crf": "0"} | ({"g": str(keyframe_every)} if keyframe_every else {})
     with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream("libx264", rate=rate, options={"crf": "0"})
+        stream = container.add_stream("libx264", rate=rate, options=codec_options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if durations_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)

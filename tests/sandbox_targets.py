@@ -29,3 +29,9 @@ def hang_holding_the_gil(progress) -> None:
     time.sleep(0.01)
     while True:
         pass
+
+
+def imported(progress, module: str) -> bool:
+    import sys
+
+    return module in sys.modules

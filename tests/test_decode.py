@@ -360,7 +360,7 @@ def test_killed_run_reruns_to_the_same_outputs(tmp_path):
     )
     receipts = killed / "data" / "shards" / "receipts"
     deadline = time.monotonic() + 120
-    while not (receipts.is_dir() and any(receipts.iterdir())) and time.monotonic() < deadline:
+    while not (receipts.is_dir() and any(receipts.rglob("*.json"))) and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -371,6 +371,55 @@ def test_killed_run_reruns_to_the_same_outputs(tmp_path):
     decode(killed, "decode.num_workers=1")
     assert 1 <= report(killed)["unchanged"] < 4
     assert outputs(killed) == outputs(clean)
+
+
+def long_corpus(root: Path) -> Path:
+    """A 12 s video with a key frame every 40 frames, and bigbuckbunny (one key frame)."""
+    root.mkdir(parents=True, exist_ok=True)
+    long = write_video(root / "long.mp4", 300, 25, keyframe_every=40)
+    make_corpus(
+        root,
+        {"long": long, "bbb": bigbuckbunny()},
+        ["long,0,6,action", "long,6,12,horror", "bbb,0,5.28,musical"],
+        ["long,train", "bbb,train"],
+    )
+    return root
+
+
+@pytest.mark.slow
+def test_long_videos_split_across_workers_give_the_same_shards(tmp_path):
+    whole, split = (long_corpus(tmp_path / name) for name in ("whole", "split"))
+    full_size = ("decode.height=48", "decode.width=64")  # the frame codes survive no scaling
+    decode(whole, "decode.split_videos=false", "decode.num_workers=4", *full_size)
+    decode(split, "decode.num_workers=4", *full_size)
+    receipts = split / "data" / "shards" / "receipts"
+    assert len(list((receipts / "trailer_long").glob("*.json"))) == 3  # 12 shards over 4 workers
+    assert len(list((receipts / "trailer_bbb").glob("*.json"))) == 2
+    assert outputs(split) == outputs(whole)
+    frames, labels = trailer_frames(split, "long")
+    times = sample_times(12.0, 8.0)
+    assert frame_codes(frames).tolist() == np.floor(times * 25 + 1e-9).astype(int).tolist()
+    assert labels[:, 1].tolist() == (times < 6).astype(int).tolist()
+
+
+@pytest.mark.slow
+def test_a_rerun_after_a_lost_part_decodes_only_that_part(tmp_path):
+    root = long_corpus(tmp_path)
+    decode(root, "decode.num_workers=4")
+    before = outputs(root)
+    shards = root / "data" / "shards"
+    parts = sorted((shards / "receipts" / "trailer_long").glob("*.json"), key=os.path.getmtime)
+    lost = json.loads(parts[-1].read_text())
+    parts[-1].unlink()  # as if the stage was killed while decoding this part
+    for row in lost["shards"]:
+        (shards / row["shard"]).unlink()
+    kept = shards / "train" / "trailer_long-0.npy"
+    stamp = kept.stat().st_mtime_ns
+    decode(root, "decode.num_workers=4")
+    assert report(root)["frames_decoded"] == sum(row["frames"] for row in lost["shards"])
+    assert report(root)["decoded"] == 1 and report(root)["unchanged"] == 1
+    assert kept.stat().st_mtime_ns == stamp
+    assert outputs(root) == before
 
 
 @pytest.mark.slow

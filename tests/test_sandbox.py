@@ -58,3 +58,12 @@ def test_the_child_is_recycled_after_max_calls(monkeypatch):
         assert box.pid is None
         box.call("sandbox_targets:count", {"upto": 1})
         assert box.pid not in (None, first)
+
+
+def test_preloaded_modules_are_imported_before_the_first_call(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    with Sandbox(timeout_s=5, preload=("wave",)) as box:
+        box.start()
+        assert box.call("sandbox_targets:imported", {"module": "wave"})
+    with Sandbox(timeout_s=5) as box:
+        assert not box.call("sandbox_targets:imported", {"module": "wave"})
