@@ -11,6 +11,7 @@ and params are unchanged since the last run are skipped.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -225,7 +226,8 @@ def run_beam(jobs: list[Job], decode: DecodeConfig) -> None:
 
 
 class Progress:
-    """A tqdm bar (parts, frames/s) fed by the receipts workers write, whatever the runner."""
+    """A tqdm bar fed by the receipts workers write, whatever the runner: parts done, with
+    trailers done and frames per second beside it."""
 
     def __init__(self, jobs: list[Job], interval_s: float = 0.5) -> None:
         self.jobs = jobs
@@ -235,6 +237,7 @@ class Progress:
 
     def _watch(self) -> None:
         start, done, frames = time.time(), set(), 0
+        parts_left = collections.Counter(job.trailer.trailer_id for job in self.jobs)
         with tqdm(total=len(self.jobs), unit="part", desc="decode", disable=None) as bar:
             while True:
                 stopping = self.stop.wait(self.interval_s)
@@ -246,8 +249,13 @@ class Progress:
                     elif not _written_since(job.failure_note, start):
                         continue
                     done.add(job)
+                    parts_left[job.trailer.trailer_id] -= 1
                     bar.update(1)
-                bar.set_postfix(frames_per_s=f"{frames / max(time.time() - start, 1e-9):.0f}")
+                trailers_done = sum(1 for left in parts_left.values() if not left)
+                bar.set_postfix(
+                    trailers=f"{trailers_done}/{len(parts_left)}",
+                    frames_per_s=f"{frames / max(time.time() - start, 1e-9):.0f}",
+                )
                 if stopping:
                     return
 
