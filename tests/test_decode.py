@@ -408,9 +408,10 @@ def test_a_rerun_after_a_lost_part_decodes_only_that_part(tmp_path):
     decode(root, "decode.num_workers=4")
     before = outputs(root)
     shards = root / "data" / "shards"
-    parts = sorted((shards / "receipts" / "trailer_long").glob("*.json"), key=os.path.getmtime)
-    lost = json.loads(parts[-1].read_text())
-    parts[-1].unlink()  # as if the stage was killed while decoding this part
+    receipts = list((shards / "receipts" / "trailer_long").glob("*.json"))
+    last = max(receipts, key=lambda path: json.loads(path.read_text())["first_shard"])
+    lost = json.loads(last.read_text())
+    last.unlink()  # as if the stage was killed while decoding the last part
     for row in lost["shards"]:
         (shards / row["shard"]).unlink()
     kept = shards / "train" / "trailer_long-0.npy"
