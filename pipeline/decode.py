@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipeline.annotations import Problem, check_trailer_id, labelled_trailers
 from pipeline.config import Config, DecodeConfig
 from pipeline.errors import StageError
-from pipeline.io import atomic_open, remove_leftovers, write_json
+from pipeline.io import atomic_open, read_json, remove_leftovers, write_json
 from pipeline.sandbox import CallFailed, Sandbox, SandboxError
 from pipeline.shards import (
     UNLABELLED,
@@ -276,10 +276,8 @@ def _written_since(path: Path, start: float) -> bool:
 
 
 def _receipt_rows(path: Path) -> list[dict]:
-    try:
-        return json.loads(path.read_text())["shards"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
+    receipt = read_json(path)
+    return receipt["shards"] if receipt else []
 
 
 def write_manifest(path: Path, receipts: list[dict]) -> int:
@@ -373,13 +371,9 @@ def collect(
             tidy_receipts(shards_dir, trailer_id, parts)
             decoded.append(parts)
             continue
-        reasons = [_failure(note) for note in notes.get(trailer_id, ()) if note.is_file()]
+        reasons = [note["error"] for path in notes.get(trailer_id, ()) if (note := read_json(path))]
         reason = reasons[0] if reasons else "no worker reported on it (worker lost?)"
         failures.append(Problem(trailer_id, f"{trailer.source}: {reason}"))
-        for note in notes.get(trailer_id, ()):
-            note.unlink(missing_ok=True)
+        for path in notes.get(trailer_id, ()):
+            path.unlink(missing_ok=True)
     return decoded, failures
-
-
-def _failure(note: Path) -> str:
-    return json.loads(note.read_text())["error"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline import GENRES
 from pipeline.annotations import Segment
-from pipeline.io import save_npy, write_json
+from pipeline.io import read_json, save_npy, write_json
 from pipeline.video import Geometry, VideoError, probe, read_frames
 
 UNLABELLED = "unlabelled"
@@ -109,13 +109,6 @@ def part_receipt_path(
     return receipts_dir(shards_dir, trailer_id) / f"{fingerprint}-{first_shard}.json"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _files(receipt: dict[str, Any]) -> set[str]:
     return {row[key] for row in receipt["shards"] for key in ("shard", "labels") if row[key]}
 
@@ -128,7 +121,7 @@ def decoded_parts(shards_dir: Path, trailer_id: str, fingerprint: str) -> tuple[
     chain: list[dict] = []
     next_shard = 0
     while True:
-        receipt = _read_json(part_receipt_path(shards_dir, trailer_id, fingerprint, next_shard))
+        receipt = read_json(part_receipt_path(shards_dir, trailer_id, fingerprint, next_shard))
         if receipt is None or not all((shards_dir / name).is_file() for name in _files(receipt)):
             return chain, False
         chain.append(receipt)
@@ -148,7 +141,7 @@ def tidy_receipts(shards_dir: Path, trailer_id: str, keep: list[dict]) -> None:
     for path in sorted(folder.glob("*")) if folder.is_dir() else ():
         if path.name in kept_names:
             continue
-        receipt = _read_json(path) if path.suffix == ".json" else None
+        receipt = read_json(path) if path.suffix == ".json" else None
         for name in _files(receipt) - kept_files if receipt else ():
             (shards_dir / name).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
