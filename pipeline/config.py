@@ -182,6 +182,50 @@ class ModelConfig(_Section):
     _sizes = field_validator("trunk_filters", "dense_units")(_positive_items)
 
 
+class AugmentConfig(_Section):
+    """Training-time augmentation of the windows (never applied to evaluation data)."""
+
+    horizontal_flip: bool = True
+    temporal_jitter: int = Field(0, ge=0)
+
+
+class TrainConfig(_Section):
+    """Training the classifier and the per-frame baseline (``trailers train``).
+
+    Training reads windows of ``window`` frames every ``stride`` frames of each trailer, at a
+    random offset per epoch; evaluation reads whole trailers (``eval_window: 0``) or windows
+    of ``eval_window`` frames.
+    """
+
+    window: int = Field(16, ge=1)
+    stride: int = Field(8, ge=1)
+    eval_window: int = Field(0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(1, ge=1)
+    shuffle_buffer: int = Field(256, ge=1)
+    parallel_reads: int = Field(4, ge=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    epochs: int = Field(20, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    positive_weights: bool = False
+    early_stopping_patience: int = Field(5, ge=0)
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    jit_compile: bool = False
+
+
+class TrackingConfig(_Section):
+    """MLflow tracking: where runs go and what they are called.
+
+    ``tracking_uri: null`` means ``MLFLOW_TRACKING_URI`` if set, else an SQLite store at
+    ``<project>/mlflow.db`` (an absolute path, so ``dvc exp run --temp`` logs to the same store).
+    """
+
+    tracking_uri: str | None = None
+    experiment: str = "trailer-genres"
+    system_metrics_interval_s: float = Field(1.0, gt=0)
+
+
 class Config(_Section):
     """The whole configuration: one section per stage."""
 
@@ -191,6 +235,8 @@ class Config(_Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 

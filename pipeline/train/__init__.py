@@ -1,0 +1,1 @@
+"""The train stage: tf.data input from the shards, training, MLflow tracking."""
