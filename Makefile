@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml requirements.lock
 setup: $(STAMP) ## Create .venv from the lock file (runs automatically when needed)
 
 lock: ## Re-resolve requirements.lock after editing pyproject.toml
-	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock \
+		--custom-compile-command "make lock"
 
 test: $(STAMP) ## Run the test suite (smoke config, minutes on 2 cores)
 	$(BIN)/python -m pytest
