@@ -1,0 +1,336 @@
+"""The train stage's MLflow record, against a real ``mlflow server`` started on 127.0.0.1.
+
+A two-epoch smoke fit of the classifier is tracked; the run is then read back through
+``MlflowClient`` (params, per-genre metric history, tags, dataset input, system metrics, model)
+and the model is loaded with ``mlflow.pyfunc.load_model`` in a fresh process that cannot import
+the repository's ``pipeline``. Plus where runs go (URI resolution) and failing fast when they
+cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from mlflow import MlflowClient
+
+from pipeline import GENRES
+from pipeline.config import PROJECT_ROOT, TrackingConfig, load_config
+from pipeline.errors import StageError
+from pipeline.manifest import ShardRow, read_manifest, write_manifest
+from pipeline.model import build_classifier
+from pipeline.train import tracking
+
+SMOKE = load_config(PROJECT_ROOT / "configs" / "smoke.yaml")
+FRAME = (3, SMOKE.decode.height, SMOKE.decode.width)
+MLFLOW = Path(sys.executable).with_name("mlflow")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.25)
+    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real tracking server with its own SQLite store and proxied artifacts."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(MLFLOW),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],  # fmt: skip
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def shard_rows() -> list[ShardRow]:
+    """Two train trailers and one val trailer, as decode writes them."""
+    return [
+        ShardRow(
+            shard=f"{trailer}/{index:05d}.npy",
+            labels=f"{trailer}/{index:05d}.labels.npy",
+            trailer_id=trailer,
+            split=split,
+            first_frame=8 * index,
+            frames=8,
+            fps=8.0,
+            channels=3,
+            height=FRAME[1],
+            width=FRAME[2],
+            source=f"videos/{trailer}.mp4",
+            source_duration_s=2.0,
+            sha256=f"{index:064x}",
+            labels_sha256=f"{index + 1:064x}",
+        )  # fmt: skip
+        for trailer, split in (("t0", "train"), ("t1", "train"), ("t2", "val"))
+        for index in range(2)
+    ]
+
+
+def fit_smoke(model: keras.Model) -> None:
+    """Two epochs on a seeded random batch, tracked by EpochMetricsLogger."""
+    rng = np.random.default_rng(SMOKE.seed)
+    frames = rng.integers(0, 256, (2, SMOKE.train.window, *FRAME), dtype=np.uint8)
+    labels = {g: rng.integers(0, 2, (2, SMOKE.train.window, 1)).astype("float32") for g in GENRES}
+    model.compile(
+        optimizer=keras.optimizers.Adam(SMOKE.train.learning_rate),
+        loss={genre: "binary_crossentropy" for genre in GENRES},
+        metrics={genre: [keras.metrics.AUC(curve="PR", name="auc_pr")] for genre in GENRES},
+        run_eagerly=True,  # tracing the train and test steps takes ~20 s on 2 cores, eager ~5 s
+    )
+    model.fit(
+        frames, labels, validation_data=(frames, labels), epochs=2, batch_size=2, verbose=0,
+        callbacks=[tracking.EpochMetricsLogger()],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def logged(server: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> dict:
+    """A smoke training run tracked end to end; what the tests read back."""
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", server)
+    root = tmp_path_factory.mktemp("run")
+    manifest = root / "manifest.jsonl"
+    write_manifest(manifest, shard_rows())
+    report = root / "validate_report.json"
+    report.write_text(json.dumps({"ok": True}))
+    keras.utils.set_random_seed(SMOKE.seed)
+    model = build_classifier(SMOKE.model, FRAME)
+    clip = np.random.default_rng(1).integers(0, 256, (1, 5, *FRAME), dtype=np.uint8)
+
+    tracking.require_reachable(server)
+    tags = tracking.run_tags(tf.distribute.get_strategy(), mixed_precision=False)
+    with tracking.start_run(SMOKE, run_name="smoke", tags=tags) as run:
+        fit_smoke(model)
+        tracking.log_dataset(manifest, read_manifest(manifest), "train")
+        model_path = root / "classifier.keras"
+        model.save(model_path)
+        decode = {key: getattr(SMOKE.decode, key) for key in ("fps", "height", "width", "aspect")}
+        model_uri = tracking.log_model(model_path, FRAME, decode, clip[:, :4])
+        tracking.log_artifacts([report], "validate")
+    expected = model(clip, training=False)
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    return {
+        "run_id": run.info.run_id,
+        "model_uri": model_uri,
+        "digest": digest,
+        "decode": decode,
+        "clip": clip,
+        "expected": {genre: np.asarray(expected[genre])[..., 0] for genre in GENRES},
+        "client": MlflowClient(server),
+    }
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.mark.slow
+def test_every_config_value_is_a_param(logged: dict) -> None:
+    params = logged["client"].get_run(logged["run_id"]).data.params
+    assert params["train.window"] == str(SMOKE.train.window)
+    assert params["decode.fps"] == "8.0"
+    assert params["validate.drift_features"] == '["frame_brightness"]'
+    assert params["tracking.tracking_uri"] == "null"
+    assert params["train.augment.horizontal_flip"] == "true"
+    assert params == tracking.flatten_params(SMOKE.model_dump(mode="json", by_alias=True))
+
+
+@pytest.mark.slow
+def test_metrics_per_genre_and_epoch(logged: dict) -> None:
+    client = logged["client"]
+    for genre in GENRES:
+        for name in (f"{genre}_auc_pr", f"val_{genre}_auc_pr", f"{genre}_loss"):
+            history = client.get_metric_history(logged["run_id"], name)
+            assert sorted(m.step for m in history) == [0, 1], name
+    losses = client.get_metric_history(logged["run_id"], "loss")
+    assert len(losses) == 2 and all(np.isfinite(m.value) for m in losses)
+
+
+@pytest.mark.slow
+def test_tags_name_code_libraries_data_and_machine(logged: dict) -> None:
+    tags = logged["client"].get_run(logged["run_id"]).data.tags
+    commit = tags["git_commit"]
+    kind = subprocess.run(
+        ["git", "cat-file", "-t", commit], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    assert kind == "commit" and len(commit) == 40  # HEAD may move: the tree is shared
+    assert tags["mlflow.source.git.commit"] == commit
+    assert tags["git_dirty"] in ("true", "false")
+    assert tags["tensorflow_version"] == tf.__version__
+    assert tags["keras_version"] == keras.__version__
+    assert tags["strategy"] == type(tf.distribute.get_strategy()).__name__
+    assert tags["replicas"] == "1"
+    assert tags["mixed_precision"] == "off"
+    assert tags["gpu_count"] == str(len(tf.config.list_physical_devices("GPU")))
+    assert tags["device"] and tags["cpu"] != "unknown"
+    assert tags["data_version"] == logged["digest"]
+
+
+@pytest.mark.slow
+def test_dataset_input_is_the_split_rows(logged: dict) -> None:
+    inputs = logged["client"].get_run(logged["run_id"]).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.name == "shards-train"
+    assert logged["digest"].startswith(dataset.digest)
+    assert json.loads(dataset.profile)["num_rows"] == 4  # 2 train trailers x 2 shards
+    assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "train"
+
+
+@pytest.mark.slow
+def test_system_metrics_are_sampled(logged: dict) -> None:
+    metrics = logged["client"].get_run(logged["run_id"]).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics
+    assert "system/system_memory_usage_megabytes" in metrics
+
+
+@pytest.mark.slow
+def test_model_and_artifacts_are_logged(logged: dict) -> None:
+    import mlflow
+
+    client = logged["client"]
+    validate = [a.path for a in client.list_artifacts(logged["run_id"], "validate")]
+    assert validate == ["validate/validate_report.json"]
+    info = mlflow.models.get_model_info(logged["model_uri"])
+    assert info.run_id == logged["run_id"]
+    assert info.metadata["decode"] == logged["decode"]
+    (frames,) = info.signature.inputs.inputs
+    assert (frames.type, frames.shape) == (np.dtype(np.uint8), (-1, -1, *FRAME))
+    timelines = info.signature.outputs.inputs
+    assert [spec.name for spec in timelines] == list(GENRES)
+    assert {(spec.type, spec.shape) for spec in timelines} == {(np.dtype(np.float32), (-1, -1))}
+    files = {Path(a.path).name for a in client.list_logged_model_artifacts(info.model_id)}
+    assert {"MLmodel", "requirements.txt", "input_example.json", "code", "artifacts"} <= files
+
+
+FRESH_PROCESS = """
+import json, sys
+import numpy as np
+import mlflow.pyfunc
+assert "pipeline" not in sys.modules
+model = mlflow.pyfunc.load_model(sys.argv[1])
+clip = np.load(sys.argv[2])
+out = model.predict(clip)
+print(json.dumps({
+    "pipeline": sys.modules["pipeline"].__file__,
+    "out": {genre: value.tolist() for genre, value in out.items()},
+}))
+"""
+
+
+@pytest.mark.slow
+def test_model_loads_and_predicts_in_a_fresh_process(logged: dict, tmp_path: Path) -> None:
+    clip_path = tmp_path / "clip.npy"
+    np.save(clip_path, logged["clip"])
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, logged["model_uri"], str(clip_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not answer["pipeline"].startswith(str(PROJECT_ROOT))  # the model's own copy
+    for genre in GENRES:
+        timeline = np.asarray(answer["out"][genre])
+        assert timeline.shape == (1, 5)
+        assert ((timeline >= 0) & (timeline <= 1)).all()
+        np.testing.assert_allclose(timeline, logged["expected"][genre], rtol=1e-5, atol=1e-6)
+
+
+def test_tracking_uri_config_then_environment_then_project_sqlite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert tracking.tracking_uri(TrackingConfig(tracking_uri="http://config:5000")) == (
+        "http://config:5000"
+    )
+    assert tracking.tracking_uri(TrackingConfig()) == "http://env:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri(TrackingConfig()) == f"sqlite:///{PROJECT_ROOT}/mlflow.db"
+    assert tracking.tracking_uri(TrackingConfig()).startswith("sqlite:////")  # absolute
+
+
+def test_unreachable_server_fails_fast_naming_the_uri() -> None:
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
+    start = time.monotonic()
+    with pytest.raises(StageError, match=f"^MLflow tracking server {uri} cannot be reached"):
+        tracking.require_reachable(uri, timeout_s=2)
+    assert time.monotonic() - start < 5
+
+
+def test_sqlite_store_needs_a_writable_folder(tmp_path: Path) -> None:
+    tracking.require_reachable(f"sqlite:///{tmp_path}/new/mlflow.db")
+    assert (tmp_path / "new").is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    uri = f"sqlite:///{blocker}/mlflow.db"
+    with pytest.raises(StageError, match=f"^MLflow store {uri}: cannot create"):
+        tracking.require_reachable(uri)
+
+
+def test_params_are_flat_dotted_keys_written_as_yaml() -> None:
+    nested = {"train": {"window": 8, "augment": {"horizontal_flip": True}}, "seed": 0}
+    nested["tracking"] = {"tracking_uri": None, "experiment": "x", "sizes": [16, 16]}
+    assert tracking.flatten_params(nested) == {
+        "train.window": "8",
+        "train.augment.horizontal_flip": "true",
+        "seed": "0",
+        "tracking.tracking_uri": "null",
+        "tracking.experiment": "x",
+        "tracking.sizes": "[16, 16]",
+    }
