@@ -1,0 +1,329 @@
+"""The train stage's input: ``tf.data`` pipelines that stream windows of trailers from the shards.
+
+A trailer is its shards in ``first_frame`` order; a window is ``length`` consecutive frames of a
+trailer, so it may cross shard boundaries. Shards are read memory-mapped
+(``np.load(mmap_mode="r")``), copying only the window's frames, never a whole shard.
+
+Elements: ``(frames, labels)``, frames uint8 ``(batch, time, channels, height, width)``
+(channels_first, scaled inside the model) and labels a dict ``{genre: float32 (batch, time, 1)}``
+in :data:`pipeline.GENRES` order, the classifier's output names.
+
+**Design: an index source and a parallel ``map``.** Each epoch a plan of windows (trailer,
+start, length, flip) is drawn in NumPy from an epoch key that ``Dataset.random(seed,
+rerandomize_each_iteration=True)`` gives: the same seed gives the same sequence of epochs, each
+iteration of the dataset a new epoch. The plan is a full permutation of every window of every
+trailer (so ``train.shuffle_buffer`` is not needed: there is nothing to buffer but indices). A
+``map`` with ``num_parallel_calls=train.parallel_reads`` reads windows through
+``tf.numpy_function(..., stateful=False)``; NumPy drops the GIL while it copies the mapped pages,
+so several shards are read at once, and ``deterministic=True`` keeps the plan's order. The
+other option, ``interleave`` over ``parallel_reads`` ``Dataset.from_generator`` sources reading
+the same plan with the same reader, delivered 0.30-0.42x raw memory-mapped reads (median per
+round) against 0.68-0.75x for this one (``make bench-input``, 2 shared cores; see
+benchmarks/README.md): every generator step holds the GIL, while here whole batches are read per
+call. Its iterator cannot be checkpointed either; this one can (no Python state between
+elements).
+
+**Training** (:func:`train_dataset`): windows of ``train.window`` frames every ``train.stride``
+frames of each trailer, shifted by a random offset in ``[0, stride)`` per trailer and epoch; the
+last window is pulled back to end at the trailer's end, so every epoch has the same number of
+windows (:func:`window_count`) and the dataset knows its length. Trailers shorter than a window
+give none. ``train.augment``: ``temporal_jitter`` moves each start by up to that many frames
+(kept inside the trailer), ``horizontal_flip`` reverses the width axis of half the windows,
+the whole window alike. Never applied by :func:`eval_dataset`.
+
+**Evaluation** (:func:`eval_dataset`): whole trailers one at a time (``train.eval_window: 0``;
+trailers differ in length, so ``train.eval_batch_size`` must then be 1, checked), or windows
+of ``eval_window`` frames tiled from each trailer's first frame, a tail shorter than a window
+dropped.
+
+**Splits.** Every function takes the rows of one split, as the train stage passes them; give
+``split=`` to pick one from rows of several. Rows of several splits without ``split=`` are an
+error, as are unlabelled rows, a missing shard, or one whose shape disagrees with the manifest
+(:class:`pipeline.errors.StageError`, naming the file), found before any ``tf`` work starts.
+
+**Several workers.** The source is no list of files, so ``tf.distribute``'s auto-sharding by
+file cannot apply: the policy is set to ``DATA`` explicitly (each worker keeps every N-th batch).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import GENRES
+from pipeline.config import TrainConfig
+from pipeline.errors import StageError
+from pipeline.manifest import ShardRow
+
+OPEN_SHARDS = 64
+"""Memory maps kept open per dataset (each holds a file descriptor)."""
+
+
+def _map_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise StageError(f"{path}: shard file missing (run `trailers decode`)") from None
+    except ValueError as exc:
+        raise StageError(f"{path}: not a .npy array ({exc})") from None
+
+
+def _check_shape(path: Path, array: np.ndarray, shape: tuple[int, ...], dtype: str) -> None:
+    if array.shape != shape or array.dtype != np.dtype(dtype):
+        raise StageError(
+            f"{path}: expected {dtype} {shape} as the manifest says, "
+            f"found {array.dtype} {array.shape}"
+        )
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """One trailer's shards (frames and labels files) in order, and their frame counts."""
+
+    trailer_id: str
+    shards: tuple[Path, ...]
+    labels: tuple[Path, ...]
+    shard_frames: tuple[int, ...]
+
+    @property
+    def frames(self) -> int:
+        return sum(self.shard_frames)
+
+    def pieces(self, start: int, length: int) -> list[tuple[int, int, int]]:
+        """``(shard, first, stop)`` of each shard's part of frames ``[start, start + length)``."""
+        pieces, end, first = [], start + length, 0
+        for index, count in enumerate(self.shard_frames):
+            low, high = max(start, first), min(end, first + count)
+            if low < high:
+                pieces.append((index, low - first, high - first))
+            first += count
+        return pieces
+
+
+class Corpus:
+    """The trailers of one split, checked against the manifest, read window by window."""
+
+    def __init__(self, rows: Sequence[ShardRow], shards_dir: Path, split: str | None) -> None:
+        rows = _split_rows(rows, split)
+        self.frame_shape = _frame_shape(rows)
+        self.trailers = tuple(_trailer(group, Path(shards_dir)) for group in _by_trailer(rows))
+        self._map = functools.lru_cache(maxsize=OPEN_SHARDS)(_map_npy)
+        for row in rows:
+            frames, labels = Path(shards_dir) / row.shard, Path(shards_dir) / row.labels
+            _check_shape(frames, self._map(frames), (row.frames, *self.frame_shape), "uint8")
+            _check_shape(labels, self._map(labels), (row.frames, len(GENRES)), "uint8")
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([trailer.frames for trailer in self.trailers], dtype=np.int64)
+
+    def read(self, plan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (uint8) and float32 labels of plan rows of one length, stacked."""
+        length = int(plan[0, 2])
+        frames = np.empty((len(plan), length, *self.frame_shape), dtype=np.uint8)
+        labels = np.empty((len(plan), length, len(GENRES)), dtype=np.float32)
+        for entry, window_frames, window_labels in zip(plan, frames, labels, strict=True):
+            self._read_into(entry, window_frames, window_labels)
+        return frames, labels
+
+    def _read_into(self, entry: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> None:
+        """Copy one window (width reversed if its flip is set) straight from the mapped pages."""
+        trailer, start, length, flip = (int(value) for value in entry)
+        source, at = self.trailers[trailer], 0
+        for shard, low, high in source.pieces(start, length):
+            part = self._map(source.shards[shard])[low:high]
+            frames[at : at + high - low] = part[..., ::-1] if flip else part
+            labels[at : at + high - low] = self._map(source.labels[shard])[low:high]
+            at += high - low
+
+
+def _split_rows(rows: Sequence[ShardRow], split: str | None) -> list[ShardRow]:
+    if split is not None:
+        rows = [row for row in rows if row.split == split]
+    splits = sorted({row.split for row in rows})
+    if not rows:
+        raise StageError(f"no shards of split {split!r} in the manifest")
+    if len(splits) > 1:
+        raise StageError(f"rows of several splits ({', '.join(splits)}): pass split=")
+    unlabelled = [row.shard for row in rows if row.labels is None]
+    if unlabelled:
+        raise StageError(f"{unlabelled[0]}: no labels; training and evaluation need labels")
+    return list(rows)
+
+
+def _frame_shape(rows: Sequence[ShardRow]) -> tuple[int, int, int]:
+    shapes = {(row.channels, row.height, row.width): row.shard for row in rows}
+    if len(shapes) > 1:
+        found = "; ".join(f"{shard}: {shape}" for shape, shard in shapes.items())
+        raise StageError(f"shards of different frame shapes cannot be batched together ({found})")
+    return next(iter(shapes))
+
+
+def _by_trailer(rows: Sequence[ShardRow]) -> list[list[ShardRow]]:
+    ordered = sorted(rows, key=lambda row: (row.trailer_id, row.first_frame))
+    return [list(group) for _, group in itertools.groupby(ordered, lambda row: row.trailer_id)]
+
+
+def _trailer(rows: list[ShardRow], shards_dir: Path) -> Trailer:
+    for before, after in itertools.pairwise(rows):
+        if after.first_frame != before.first_frame + before.frames:
+            raise StageError(
+                f"{after.shard}: starts at frame {after.first_frame}, expected "
+                f"{before.first_frame + before.frames} (after {before.shard})"
+            )
+    return Trailer(
+        trailer_id=rows[0].trailer_id,
+        shards=tuple(shards_dir / row.shard for row in rows),
+        labels=tuple(shards_dir / row.labels for row in rows),
+        shard_frames=tuple(row.frames for row in rows),
+    )
+
+
+def windows_per_trailer(length: int, window: int, stride: int) -> int:
+    """Training windows of one trailer in every epoch (0 when it is shorter than a window)."""
+    return 0 if length < window else (length - window) // stride + 1
+
+
+def window_count(rows: Sequence[ShardRow], train: TrainConfig, split: str | None = None) -> int:
+    """Training windows per epoch (the same every epoch); batches: ceil(this / batch_size)."""
+    rows = _split_rows(rows, split)
+    return sum(
+        windows_per_trailer(sum(row.frames for row in group), train.window, train.stride)
+        for group in _by_trailer(rows)
+    )
+
+
+def epoch_plan(lengths: np.ndarray, train: TrainConfig, key: int) -> np.ndarray:
+    """One epoch's windows as int64 rows ``(trailer, start, length, flip)``, in random order.
+
+    Starts are ``offset + k * stride`` with a random ``offset < stride`` per trailer, the last
+    one pulled back inside the trailer, then jittered by up to ``augment.temporal_jitter``.
+    """
+    rng = np.random.default_rng(key)
+    window, stride, jitter = train.window, train.stride, train.augment.temporal_jitter
+    plans = []
+    for trailer, length in enumerate(lengths):
+        count = windows_per_trailer(int(length), window, stride)
+        if count == 0:
+            continue
+        last = length - window
+        starts = np.minimum(rng.integers(stride) + stride * np.arange(count), last)
+        starts = np.clip(starts + rng.integers(-jitter, jitter + 1, count), 0, last)
+        plans.append(np.stack([np.full(count, trailer), starts], axis=1))
+    plan = np.concatenate(plans)
+    flips = rng.random(len(plan)) < 0.5 if train.augment.horizontal_flip else np.zeros(len(plan))
+    plan = np.column_stack([plan, np.full(len(plan), window), flips]).astype(np.int64)
+    return plan[rng.permutation(len(plan))]
+
+
+def _read_batches(
+    plan: tf.data.Dataset, corpus: Corpus, batch_size: int, window: int | None, parallel: int
+) -> tf.data.Dataset:
+    """Batches of plan rows read into ``(frames, labels)`` by parallel calls, in plan order.
+
+    One ``numpy_function`` call reads a whole batch into its final arrays: a call per window
+    then ``Dataset.batch`` measured 0.60x raw reads (median per round), a call per batch
+    0.68-0.75x (``make bench-input``, 2 shared cores).
+    """
+
+    def read(entries: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        frames, labels = tf.numpy_function(
+            corpus.read, [entries], (tf.uint8, tf.float32), stateful=False
+        )
+        frames = tf.ensure_shape(frames, (None, window, *corpus.frame_shape))
+        return genre_heads(frames, tf.ensure_shape(labels, (None, window, len(GENRES))))
+
+    return plan.batch(batch_size).map(read, num_parallel_calls=parallel, deterministic=True)
+
+
+def genre_heads(frames: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """Split ``(batch, time, 6)`` labels into the classifier's per-genre ``(batch, time, 1)``."""
+    return frames, {genre: labels[..., i : i + 1] for i, genre in enumerate(GENRES)}
+
+
+def _finish(batches: tf.data.Dataset, batch_size: int, count: int) -> tf.data.Dataset:
+    batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def train_dataset(
+    rows: Sequence[ShardRow],
+    shards_dir: Path,
+    train: TrainConfig,
+    seed: int,
+    split: str | None = None,
+) -> tf.data.Dataset:
+    """Shuffled, augmented training batches; each iteration is a new epoch, fixed by ``seed``."""
+    corpus = Corpus(rows, shards_dir, split)
+    lengths = corpus.lengths
+    count = sum(windows_per_trailer(int(n), train.window, train.stride) for n in lengths)
+    if count == 0:
+        raise StageError(f"no trailer has {train.window} frames (train.window); lower it")
+
+    def plan_epoch(key: tf.Tensor) -> tf.Tensor:
+        plan = tf.numpy_function(
+            lambda k: epoch_plan(lengths, train, int(k) % 2**63), [key], tf.int64, stateful=False
+        )
+        return tf.ensure_shape(plan, (None, 4))
+
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    plan = keys.map(plan_epoch).unbatch()
+    batches = _read_batches(plan, corpus, train.batch_size, train.window, train.parallel_reads)
+    return _finish(batches, train.batch_size, count)
+
+
+def eval_plan(lengths: np.ndarray, eval_window: int) -> np.ndarray:
+    """Whole trailers (``eval_window`` 0) or tiled windows: rows ``(trailer, start, length, 0)``."""
+    if eval_window == 0:
+        return np.array([[t, 0, n, 0] for t, n in enumerate(lengths)], dtype=np.int64)
+    return np.array(
+        [
+            [t, start, eval_window, 0]
+            for t, n in enumerate(lengths)
+            for start in range(0, n - eval_window + 1, eval_window)
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 4)
+
+
+def eval_dataset(
+    rows: Sequence[ShardRow], shards_dir: Path, train: TrainConfig, split: str | None = None
+) -> tf.data.Dataset:
+    """Evaluation batches in manifest order: whole trailers or ``train.eval_window`` windows."""
+    if train.eval_window == 0 and train.eval_batch_size != 1:
+        raise ValueError(
+            "train.eval_batch_size: whole trailers (train.eval_window 0) differ in length and "
+            f"are scored one at a time, so it must be 1, got {train.eval_batch_size}"
+        )
+    corpus = Corpus(rows, shards_dir, split)
+    plan = eval_plan(corpus.lengths, train.eval_window)
+    if len(plan) == 0:
+        raise StageError(f"no trailer has {train.eval_window} frames (train.eval_window)")
+    window = train.eval_window or None
+    plan_rows = tf.data.Dataset.from_tensor_slices(plan)
+    batches = _read_batches(plan_rows, corpus, train.eval_batch_size, window, train.parallel_reads)
+    return _finish(batches, train.eval_batch_size, len(plan))
+
+
+def positive_frequencies(
+    rows: Sequence[ShardRow], shards_dir: Path, split: str | None = None
+) -> np.ndarray:
+    """Each genre's share of positive frames, float64 ``(len(GENRES),)``, from the label files."""
+    rows = _split_rows(rows, split)
+    positives, frames = np.zeros(len(GENRES)), 0
+    for row in rows:
+        path = Path(shards_dir) / row.labels
+        labels = _map_npy(path)
+        _check_shape(path, labels, (row.frames, len(GENRES)), "uint8")
+        positives += labels.sum(axis=0, dtype=np.int64)
+        frames += row.frames
+    return positives / frames
