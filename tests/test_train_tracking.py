@@ -254,6 +254,9 @@ def test_model_and_artifacts_are_logged(logged: dict) -> None:
     timelines = info.signature.outputs.inputs
     assert [spec.name for spec in timelines] == list(GENRES)
     assert {(spec.type, spec.shape) for spec in timelines} == {(np.dtype(np.float32), (-1, -1))}
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(logged["model_uri"]))
+    assert requirements.read_text().split() == tracking.model_requirements()  # none inferred
+    assert "tensorflow==2.16.2" in tracking.model_requirements()
     files = {Path(a.path).name for a in client.list_logged_model_artifacts(info.model_id)}
     assert {"MLmodel", "requirements.txt", "input_example.json", "code", "artifacts"} <= files
 

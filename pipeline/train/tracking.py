@@ -236,7 +236,7 @@ def log_dataset(
             name=f"shards-{split}",
             digest=digest[:_MAX_DIGEST],
         )
-    mlflow.log_input(dataset, context=split)
+        mlflow.log_input(dataset, context=split)  # infers the schema: the second warning
     mlflow.set_tag("data_version", digest)
 
 
@@ -264,8 +264,10 @@ def model_signature(frame_shape: tuple[int, int, int]) -> ModelSignature:
 
 
 def model_requirements() -> list[str]:
-    """The pinned packages a loaded model needs (not inferred: MLflow would import the model)."""
-    return [f"{name}=={version(name)}" for name in ("tensorflow", "keras", "numpy", "mlflow")]
+    """The pinned packages a loaded model needs (not inferred: MLflow would import the model);
+    pydantic and PyYAML because the model's layers import :mod:`pipeline.config`."""
+    packages = ("tensorflow", "keras", "numpy", "mlflow", "pydantic", "pyyaml")
+    return [f"{name}=={version(name)}" for name in packages]
 
 
 def log_model(
