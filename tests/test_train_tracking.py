@@ -337,3 +337,24 @@ def test_params_are_flat_dotted_keys_written_as_yaml() -> None:
         "tracking.experiment": "x",
         "tracking.sizes": "[16, 16]",
     }
+
+
+@pytest.mark.slow
+def test_local_store_keeps_artifacts_beside_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"  # the directory a `dvc exp run --temp` copy would be
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = tmp_path / "store"
+    config = load_config(
+        PROJECT_ROOT / "configs" / "smoke.yaml",
+        [f"tracking.tracking_uri=sqlite:///{store}/mlflow.db", "tracking.experiment=local"],
+    )
+    tracking.require_reachable(tracking.tracking_uri(config.tracking))
+    with tracking.start_run(config, run_name="local", tags={"kind": "test"}) as run:
+        tracking.log_artifacts([PROJECT_ROOT / "configs" / "smoke.yaml"], "config")
+    assert (store / "mlflow.db").is_file()
+    assert run.info.artifact_uri == (store / "mlruns" / run.info.run_id / "artifacts").as_uri()
+    assert (store / "mlruns" / run.info.run_id / "artifacts" / "config" / "smoke.yaml").is_file()
+    assert not (elsewhere / "mlruns").exists()

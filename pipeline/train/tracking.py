@@ -130,13 +130,24 @@ def start_run(
 
     Call :func:`require_reachable` first: MLflow's client retries an absent server for minutes.
     """
-    mlflow.set_tracking_uri(tracking_uri(config.tracking))
-    mlflow.set_experiment(config.tracking.experiment)
+    uri = tracking_uri(config.tracking)
+    mlflow.set_tracking_uri(uri)
+    _use_experiment(config.tracking.experiment, uri)
     with _sampling_interval(config.tracking.system_metrics_interval_s):
         run = mlflow.start_run(run_name=run_name, tags=dict(tags), log_system_metrics=True)
     with run:
         mlflow.log_params(flatten_params(config.model_dump(mode="json", by_alias=True)))
         yield run
+
+
+def _use_experiment(name: str, uri: str) -> None:
+    """Make ``name`` the active experiment. A new one in an SQLite store keeps its artifacts in
+    ``mlruns`` beside the database: MLflow's default is ``./mlruns`` of whichever directory
+    first creates it, which under ``dvc exp run --temp`` is a copy of the repo deleted after."""
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        store = Path(uri.removeprefix("sqlite:///")).resolve().parent
+        mlflow.create_experiment(name, artifact_location=(store / "mlruns").as_uri())
+    mlflow.set_experiment(name)
 
 
 @contextmanager
