@@ -1,0 +1,308 @@
+"""``trailers train``: fit the ConvLSTM classifier, or the per-frame baseline, on the shards.
+
+Reads the manifest and shards (train and val splits) and validate's verdict; writes, under
+``outputs/train/<model>/``: ``model.keras`` (float32, loads on any host), ``model.json`` (the
+decode settings the model was trained on, for predict), ``metrics.json`` (DVC metrics) and
+``history.csv`` (one row per epoch, DVC plots). Every run is an MLflow run.
+
+A killed run resumes from its last finished epoch (``checkpoints/``, removed when training ends).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import GENRES
+from pipeline.config import Config, ModelConfig, TrainConfig
+from pipeline.errors import StageError
+from pipeline.io import read_json, write_json
+from pipeline.manifest import ManifestError, ShardRow, read_manifest
+from pipeline.model import build_classifier, build_frame_baseline
+from pipeline.train import dataset, tracking
+from pipeline.train.devices import make_strategy, use_mixed_precision
+
+MONITOR = "val_macro_auc_pr"
+"""What early stopping and the best-model checkpoint watch: mean per-genre AUC-PR on val."""
+
+log = logging.getLogger(__name__)
+
+BUILDERS: dict[str, Callable[[ModelConfig, tuple[int, int, int]], keras.Model]] = {
+    "classifier": build_classifier,
+    "baseline": build_frame_baseline,
+}
+"""``--model`` -> how to build it: the ConvLSTM (``model.cell``) or the per-frame baseline."""
+
+
+def require_validated(validate_dir: Path) -> None:
+    """Stop unless the last ``trailers validate`` passed."""
+    verdict = read_json(validate_dir / "anomalies.json")
+    if verdict is None:
+        raise StageError(f"{validate_dir / 'anomalies.json'}: not found (run `trailers validate`)")
+    if not verdict["passed"]:
+        errors = [a for a in verdict["anomalies"] if a["severity"] == "ERROR"]
+        named = "; ".join(f"{a['check']} {a['split']}/{a['feature']}" for a in errors[:3])
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise StageError(
+            f"the data failed validation ({named}{more}): see {validate_dir / 'report.md'}"
+        )
+
+
+def split_rows(rows: list[ShardRow], split: str, manifest: Path) -> list[ShardRow]:
+    chosen = [row for row in rows if row.split == split]
+    if not chosen:
+        raise StageError(f"{manifest}: no {split} shards")
+    return chosen
+
+
+def decode_settings(config: Config, rows: list[ShardRow]) -> dict:
+    """The sampling the model is trained on; predict must decode videos exactly so."""
+    decode = config.decode
+    settings = {
+        "fps": decode.fps,
+        "height": decode.height,
+        "width": decode.width,
+        "aspect": decode.aspect,
+    }
+    for row in rows:
+        if (row.fps, row.height, row.width) != (decode.fps, decode.height, decode.width):
+            raise StageError(
+                f"{row.shard}: decoded at {row.fps} fps, {row.height}x{row.width}, but the "
+                f"config says {decode.fps} fps, {decode.height}x{decode.width}: rerun decode"
+            )
+    return settings
+
+
+def genre_loss(positive_frequency: float | None) -> keras.losses.Loss:
+    """Binary cross-entropy; with a frequency, positives and negatives weigh equally overall.
+
+    Focal cross-entropy with ``gamma=0`` and class balancing is exactly BCE with weight
+    ``alpha`` on positives and ``1 - alpha`` on negatives: Keras' own pos_weight.
+    """
+    if positive_frequency is None:
+        return keras.losses.BinaryCrossentropy()
+    alpha = float(np.clip(1 - positive_frequency, 0.05, 0.95))
+    return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=alpha, gamma=0)
+
+
+def compile_model(net: keras.Model, train: TrainConfig, frequencies: np.ndarray | None) -> None:
+    net.compile(
+        optimizer=keras.optimizers.Adam(train.learning_rate),
+        loss={
+            genre: genre_loss(None if frequencies is None else frequencies[index])
+            for index, genre in enumerate(GENRES)
+        },
+        metrics={
+            genre: [
+                keras.metrics.AUC(curve="PR", name="auc_pr"),
+                keras.metrics.Precision(name="precision"),
+                keras.metrics.Recall(name="recall"),
+            ]
+            for genre in GENRES
+        },
+        jit_compile=train.jit_compile,
+    )
+
+
+class MacroAucPr(keras.callbacks.Callback):
+    """Adds ``macro_auc_pr`` and ``val_macro_auc_pr`` (the mean over genres) to the epoch logs.
+
+    It must come before the callbacks that read them: Keras hands all callbacks one dict.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for prefix in ("", "val_"):
+            keys = [f"{prefix}{genre}_auc_pr" for genre in GENRES]
+            if logs is not None and all(key in logs for key in keys):
+                logs[f"{prefix}macro_auc_pr"] = float(np.mean([logs[key] for key in keys]))
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A progress bar per epoch in a terminal, and one short line per epoch in any case."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs, self.bar = epochs, None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar = tqdm(
+            total=self.params.get("steps"),
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None,  # off when stderr is not a terminal
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar.close()
+        logs = logs or {}
+        log.info(
+            "epoch %d/%d: loss %.4f, val_loss %.4f, %s %.4f",
+            epoch + 1,
+            self.epochs,
+            logs.get("loss", float("nan")),
+            logs.get("val_loss", float("nan")),
+            MONITOR,
+            logs.get(MONITOR, float("nan")),
+        )
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def training_callbacks(train: TrainConfig, out: Path, resuming: bool) -> list:
+    """Macro metric, early stopping, best weights, history, MLflow, and resume-on-rerun."""
+    history = read_history(out / "history.csv") if resuming else []
+    best = max((epoch[MONITOR] for epoch in history), default=None)
+    callbacks = [
+        MacroAucPr(),
+        EpochProgress(train.epochs),
+        keras.callbacks.ModelCheckpoint(
+            out / "checkpoints" / "best.weights.h5",
+            monitor=MONITOR,
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
+        ),
+        keras.callbacks.CSVLogger(out / "history.csv", append=resuming),
+        tracking.EpochMetricsLogger(),
+        keras.callbacks.BackupAndRestore(out / "checkpoints" / "backup", double_checkpoint=True),
+    ]
+    if train.early_stopping_patience:
+        callbacks.insert(
+            1,
+            keras.callbacks.EarlyStopping(
+                monitor=MONITOR, mode="max", patience=train.early_stopping_patience
+            ),
+        )
+    return callbacks
+
+
+def export_model(
+    kind: str, config: Config, frame_shape: tuple[int, int, int], weights: list, path: Path
+) -> None:
+    """Save the weights in a fresh float32 build, so the file loads the same on any host."""
+    keras.mixed_precision.set_global_policy("float32")
+    model = BUILDERS[kind](config.model, frame_shape)
+    model.set_weights(weights)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        Path(tmp).chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def summary(history: list[dict[str, float]]) -> dict:
+    best = max(history, key=lambda epoch: epoch[MONITOR])
+    return {
+        "epochs": len(history),
+        "best_epoch": int(best["epoch"]) + 1,
+        MONITOR: round(best[MONITOR], 4),
+        "val_loss": round(best["val_loss"], 4),
+        "val_auc_pr": {genre: round(best[f"val_{genre}_auc_pr"], 4) for genre in GENRES},
+    }
+
+
+def run(config: Config, model: str = "classifier") -> None:
+    """Train ``model`` (classifier or baseline) and record the run in MLflow."""
+    paths, train = config.paths, config.train
+    out = paths.outputs / "train" / model
+    require_validated(paths.outputs / "validate")
+    try:
+        rows = read_manifest(paths.manifest)
+    except (FileNotFoundError, ManifestError) as exc:
+        raise StageError(f"{paths.manifest}: {exc} (run `trailers decode`)") from None
+    train_rows = split_rows(rows, "train", paths.manifest)
+    val_rows = split_rows(rows, "val", paths.manifest)
+    settings = decode_settings(config, train_rows + val_rows)
+    uri = tracking.tracking_uri(config.tracking)
+    tracking.require_reachable(uri)
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(train)
+    mixed = use_mixed_precision(train)
+    log.info(
+        "training the %s on %d replicas (%s), %s",
+        model,
+        strategy.num_replicas_in_sync,
+        type(strategy).__name__,
+        "mixed_float16" if mixed else "float32",
+    )
+    frame_shape = (train_rows[0].channels, train_rows[0].height, train_rows[0].width)
+    frequencies = (
+        dataset.positive_frequencies(train_rows, paths.shards) if train.positive_weights else None
+    )
+    with strategy.scope():
+        net = BUILDERS[model](config.model, frame_shape)
+        compile_model(net, train, frequencies)
+
+    out.mkdir(parents=True, exist_ok=True)
+    resuming = (out / "checkpoints" / "backup" / "training_metadata.json").is_file()
+    if not resuming:
+        (out / "history.csv").unlink(missing_ok=True)
+        (out / "checkpoints" / "best.weights.h5").unlink(missing_ok=True)
+    tags = {**tracking.run_tags(strategy, mixed), "model": model}
+    run_id_file = out / "checkpoints" / "mlflow_run_id"
+    if resuming and run_id_file.is_file():
+        tags["resumed_from"] = run_id_file.read_text().strip()
+    with tracking.start_run(config, run_name=model, tags=tags) as mlflow_run:
+        run_id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(mlflow_run.info.run_id)
+        tracking.log_dataset(paths.manifest, train_rows, "train")
+        net.fit(
+            dataset.train_dataset(train_rows, paths.shards, train, config.seed),
+            validation_data=dataset.eval_dataset(val_rows, paths.shards, train),
+            epochs=train.epochs,
+            callbacks=training_callbacks(train, out, resuming),
+            shuffle=False,  # the dataset shuffles, by seed
+            verbose=0,
+        )
+        net.load_weights(out / "checkpoints" / "best.weights.h5")
+        export_model(model, config, frame_shape, net.get_weights(), out / "model.keras")
+        history = read_history(out / "history.csv")
+        write_json(out / "metrics.json", summary(history))
+        write_json(
+            out / "model.json",
+            {
+                "model": model,
+                "cell": config.model.cell if model == "classifier" else None,
+                "genres": list(GENRES),
+                "frame_shape": list(frame_shape),
+                "decode": settings,
+                "mlflow_run_id": mlflow_run.info.run_id,
+            },
+        )
+        tracking.log_model(
+            out / "model.keras", frame_shape, settings, example_clip(train_rows, paths.shards)
+        )
+        tracking.log_artifacts(
+            [paths.outputs / "validate" / "report.md", Path(paths.schema_file)], "validate"
+        )
+    shutil.rmtree(out / "checkpoints")
+
+
+def example_clip(rows: list[ShardRow], shards_dir: Path) -> np.ndarray:
+    """A few frames of the first train shard: the MLflow model's input example."""
+    frames = np.load(shards_dir / rows[0].shard, mmap_mode="r", allow_pickle=False)
+    return np.ascontiguousarray(frames[None, :4])
