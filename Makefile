@@ -10,7 +10,7 @@ TRAILERS := $(BIN)/trailers
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test lint run synth decode validate bench-decode bench-model clean
+.PHONY: help setup lock test test-fast lint run synth decode validate bench-decode bench-model clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lock: ## Re-resolve requirements.lock after editing pyproject.toml
 
 test: $(STAMP) ## Run the test suite (smoke config, minutes on 2 cores)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## Run the tests not marked slow (seconds to a minute), for development
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check pipeline tests benchmarks
@@ -55,5 +58,5 @@ bench-decode: $(STAMP) ## Decode speed vs the ffmpeg CLI and PyAV, and 2 workers
 bench-model: $(STAMP) ## Classifier train step vs keras ConvLSTM2D (channels_first and channels_last)
 	$(BIN)/python benchmarks/model.py
 
-clean: ## Remove generated data and outputs (keeps .venv)
-	rm -rf data outputs mlruns
+clean: ## Remove generated data, outputs and models; keeps git-tracked files, .venv and DVC's cache
+	git clean -fdX data outputs models mlruns

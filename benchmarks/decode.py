@@ -34,8 +34,9 @@ import av
 import imageio_ffmpeg
 import numpy as np
 
-from pipeline import decode, synth
+from pipeline import synth
 from pipeline.config import PROJECT_ROOT, Config, load_config
+from pipeline.decode import run as decode
 from pipeline.video import Geometry, sample_times
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -172,7 +173,7 @@ def measure(name: str, data_dir: Path, repeats: int) -> None:
             PROJECT_ROOT / "configs" / "pipeline.yaml",
             [
                 f"paths.data_dir={data_dir}",
-                f"decode.num_workers={workers}",
+                f"beam.num_workers={workers}",
                 "decode.decoder_threads=1",
             ],
         )

@@ -1,36 +1,59 @@
 """``trailers <stage>``: one subcommand per pipeline stage.
 
-Exit codes: 0 success, 1 the stage failed (bad data, failed videos), 2 bad usage or config.
+Exit codes: 0 success, 1 the stage failed (bad data, failed videos), 2 bad usage or config,
+130 interrupted (Ctrl-C). Every stage module has ``run(config, **flags)``; the config is
+checked before the stage's module, and its heavy libraries, are imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
-import logging
 import os
+import signal
 import sys
-import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from pipeline.config import ConfigError, load_config
+from pipeline import __version__
+from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import StageError
+from pipeline.noise import configure, quiet_stderr, silence_workers
 
 
 @dataclass(frozen=True)
 class Stage:
+    """A subcommand: the module whose ``run`` it calls, what it does, reads and writes."""
+
     module: str
     help: str
+    reads: str
+    writes: str
     flags: dict[str, dict] = field(default_factory=dict)
 
 
 STAGES: dict[str, Stage] = {
-    "synth": Stage("pipeline.synth", "generate the built-in demo corpus of procedural trailers"),
-    "decode": Stage("pipeline.decode", "decode trailers into channels_first uint8 .npy shards"),
+    "synth": Stage(
+        "pipeline.synth",
+        "generate the built-in demo corpus of procedural trailers",
+        reads="the config only",
+        writes="data/videos/trailer_<id>.mp4, data/annotations.csv, data/splits.csv",
+    ),
+    "decode": Stage(
+        "pipeline.decode.run",
+        "decode trailers into channels_first uint8 .npy shards",
+        reads="data/videos, data/annotations.csv, data/splits.csv (or decode.input_dir)",
+        writes="data/shards/ (shards, labels, manifest.jsonl), data/decode_report.json, "
+        "metrics/decode.json",
+    ),
     "validate": Stage(
-        "pipeline.validate",
+        "pipeline.validate.run",
         "check the shards with TFDV: integrity, schema, drift and skew",
-        {
+        reads="data/shards/ (manifest.jsonl, shards, labels), configs/schema.pbtxt",
+        writes="outputs/validate/ (report.md, anomalies.json, shards.jsonl, statistics/), "
+        "metrics/validate.json",
+        flags={
             "--update-schema": {
                 "action": "store_true",
                 "help": "re-infer the schema from the train split on purpose (review, then commit)",
@@ -38,15 +61,23 @@ STAGES: dict[str, Stage] = {
         },
     ),
 }
+COMMON = ("stage", "config", "set", "verbose", "quiet")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trailers", description="Per-frame genre timelines for movie trailers."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, stage in STAGES.items():
-        sub = subparsers.add_parser(name, help=stage.help, description=stage.help)
+        sub = subparsers.add_parser(
+            name,
+            help=stage.help,
+            description=f"{stage.help}.\n\nreads:  {stage.reads}\nwrites: {stage.writes}\n"
+            "(paths as in the default config; they follow its paths: section)",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.add_argument(
             "--config", default="configs/pipeline.yaml", help="YAML config (default: %(default)s)"
         )
@@ -57,31 +88,69 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECTION.KEY=VALUE",
             help="override one config value (repeatable), e.g. --set decode.fps=12",
         )
+        loudness = sub.add_mutually_exclusive_group()
+        loudness.add_argument(
+            "-v", "--verbose", action="store_true", help="show everything, library lines too"
+        )
+        loudness.add_argument(
+            "-q", "--quiet", action="store_true", help="show only warnings and errors"
+        )
         for flag, options in stage.flags.items():
             sub.add_argument(flag, **options)
     return parser
 
 
+def make_folders(config: Config) -> None:
+    """Create the folders stages write under; ConfigError names the key that cannot be."""
+    paths = config.paths
+    for key, folder in (
+        ("paths.data_dir", paths.data),
+        ("paths.outputs_dir", paths.outputs),
+        ("paths.metrics_dir", Path(paths.metrics_dir)),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot create {folder} ({exc.strerror})") from None
+
+
+def _interrupt(verbosity: int, signum: int, frame: object) -> None:
+    """Ctrl-C: unwind the stage (its atomic writes delete their temporary files) without the
+    complaints of Beam's workers, whose decoders just got the same Ctrl-C (``-v`` keeps them)."""
+    if verbosity <= 0:
+        silence_workers()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("pipeline").setLevel(logging.INFO)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+    verbosity = 1 if args.verbose else -1 if args.quiet else 0
+    configure(verbosity)
     try:
         config = load_config(args.config, args.set)
+        make_folders(config)
     except ConfigError as exc:
         print(f"trailers {args.stage}: config error: {exc}", file=sys.stderr)
         return 2
-    stage_options = {
-        key: value for key, value in vars(args).items() if key not in ("stage", "config", "set")
-    }
-    module = importlib.import_module(STAGES[args.stage].module)
+    flags = {key: value for key, value in vars(args).items() if key not in COMMON}
+    signal.signal(signal.SIGINT, functools.partial(_interrupt, verbosity))
     try:
-        module.run(config, **stage_options)
+        with quiet_stderr(verbosity):
+            module = importlib.import_module(STAGES[args.stage].module)
+        module.run(config, **flags)
     except StageError as exc:
         print(f"trailers {args.stage}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"trailers {args.stage}: interrupted; every output is whole or absent, rerun to finish",
+            file=sys.stderr,
+            flush=True,
+        )
+        # Now, not at interpreter exit: Beam's worker threads would go on starting parts until
+        # their queue is empty. The main thread has unwound (its atomic writes deleted their
+        # temporary files); the decoder processes got the same Ctrl-C.
+        os._exit(130)
     return 0
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline import GENRES, SPLITS
 
-__all__ = ["GENRES", "SPLITS", "Config", "ConfigError", "load_config"]
+__all__ = ["GENRES", "SPLITS", "Config", "ConfigError", "PathsConfig", "load_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,10 +44,19 @@ def _positive_items(values: tuple[float, ...]) -> tuple[float, ...]:
 
 
 class PathsConfig(_Section):
-    """Where stages read and write; relative paths are taken from the current directory."""
+    """Every path a stage reads or writes, derived here and nowhere else (``dvc.yaml`` takes the
+    same folders from this section through its ``vars``). Relative paths are taken from the
+    current directory.
+
+    ``data_dir`` holds the corpus and what is decoded from it, ``outputs_dir`` one folder per
+    stage (``stage_outputs``), ``metrics_dir`` one small git-tracked JSON of summary numbers per
+    stage (``metrics``), ``models_dir`` the trained models.
+    """
 
     data_dir: str = "data"
     outputs_dir: str = "outputs"
+    metrics_dir: str = "metrics"
+    models_dir: str = "models"
     schema_file: str = "configs/schema.pbtxt"
 
     @property
@@ -57,6 +66,10 @@ class PathsConfig(_Section):
     @property
     def videos(self) -> Path:
         return self.data / "videos"
+
+    def video(self, trailer_id: str) -> Path:
+        """The demo corpus's video of one trailer (synth writes it, decode reads it)."""
+        return self.videos / f"trailer_{trailer_id}.mp4"
 
     @property
     def annotations(self) -> Path:
@@ -76,11 +89,47 @@ class PathsConfig(_Section):
 
     @property
     def decode_report(self) -> Path:
+        """Decode's details: every failure with its reason, per-trailer figures, timings."""
         return self.data / "decode_report.json"
 
     @property
     def outputs(self) -> Path:
         return Path(self.outputs_dir)
+
+    def stage_outputs(self, stage: str) -> Path:
+        """The folder of a stage's outputs, e.g. ``outputs/validate``."""
+        return self.outputs / stage
+
+    def metrics(self, stage: str) -> Path:
+        """A stage's summary numbers for ``dvc metrics show``, e.g. ``metrics/decode.json``."""
+        return Path(self.metrics_dir) / f"{stage}.json"
+
+    @property
+    def validate_report(self) -> Path:
+        """Validate's verdict and every anomaly, in words."""
+        return self.stage_outputs("validate") / "report.md"
+
+    @property
+    def anomalies(self) -> Path:
+        """Validate's anomalies and drift/skew measurements, as JSON."""
+        return self.stage_outputs("validate") / "anomalies.json"
+
+    @property
+    def shard_features(self) -> Path:
+        """Validate's scalar features of each shard, one JSON line per shard."""
+        return self.stage_outputs("validate") / "shards.jsonl"
+
+    def statistics(self, split: str) -> Path:
+        """TFDV's statistics of one split (binary protobuf)."""
+        return self.stage_outputs("validate") / "statistics" / f"{split}.pb"
+
+    @property
+    def models(self) -> Path:
+        return Path(self.models_dir)
+
+    @property
+    def schema(self) -> Path:
+        return Path(self.schema_file)
 
 
 class SynthConfig(_Section):
@@ -127,6 +176,22 @@ class SynthConfig(_Section):
         return values
 
 
+class BeamConfig(_Section):
+    """How the Beam stages (decode, validate) run: never what they write, so not DVC params.
+
+    ``DirectRunner`` runs on Beam's local FnApiRunner with ``num_workers`` workers (0: one per
+    usable core) in ``direct_running_mode``; any other runner gets ``runner_options`` as its
+    flags (``pipeline/beam.py``).
+    """
+
+    runner: str = "DirectRunner"
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
+        "multi_threading"
+    )
+    num_workers: int = Field(0, ge=0)
+    runner_options: dict[str, str] = Field(default_factory=dict)
+
+
 class DecodeConfig(_Section):
     """Video -> channels_first uint8 shards (``trailers decode``)."""
 
@@ -137,12 +202,6 @@ class DecodeConfig(_Section):
     width: int = Field(64, ge=8, le=3840)
     aspect: Literal["letterbox", "crop"] = "letterbox"
     max_frames_per_shard: int = Field(128, ge=1)
-    runner: str = "DirectRunner"
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
-        "multi_threading"
-    )
-    num_workers: int = Field(0, ge=0)
-    runner_options: dict[str, str] = Field(default_factory=dict)
     split_videos: bool = True
     decoder_threads: int = Field(0, ge=0)
     fault_tolerance: float = Field(0.05, ge=-1)
@@ -154,8 +213,8 @@ class DecodeConfig(_Section):
 class ValidateConfig(_Section):
     """TFDV statistics, schema and drift/skew checks (``trailers validate``).
 
-    Runs on ``decode``'s Beam runner, options and workers, in its own DirectRunner mode: the
-    work is light per shard, so in-process (``in_memory``) starts fastest.
+    Runs on the ``beam:`` runner and options, in its own DirectRunner mode: the work is light
+    per shard, so in-process (``in_memory``, one worker) starts fastest.
     """
 
     black_level: float = Field(16.0, ge=0, le=255)
@@ -178,6 +237,8 @@ class ModelConfig(_Section):
     branch_filters: int = Field(8, ge=1)
     dense_units: tuple[int, int] = (32, 16)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    batch_norm: Literal["synchronized", "per_replica"] = "synchronized"
+    """Trunk batch statistics over the global batch (all replicas) or each replica's share."""
 
     _sizes = field_validator("trunk_filters", "dense_units")(_positive_items)
 
@@ -231,6 +292,7 @@ class Config(_Section):
 
     seed: int = Field(0, ge=0)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    beam: BeamConfig = Field(default_factory=BeamConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
@@ -272,13 +334,37 @@ def _apply_override(raw: dict, override: str) -> None:
     node[leaf] = value
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _check_plain(source: str, node: Any, key: str = "") -> None:
+    """Stop at the first value YAML read as something other than plain data (a date, ...)."""
+    if isinstance(node, dict):
+        for name, child in node.items():
+            _check_plain(source, child, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for child in node:
+            _check_plain(source, child, key)
+    elif not isinstance(node, _PLAIN):
+        raise ConfigError(
+            f"{source}: {key or '<root>'}: expected text, a number, true/false, a list or a "
+            f"mapping, got {type(node).__name__} {node!s} (quote it to mean text)"
+        )
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, override and validate a config file; raise ConfigError with one clear line."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(raw, dict):
@@ -286,6 +372,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for override in overrides:
         _apply_override(raw, override)
     source = f"{path}" + (" (with --set overrides)" if overrides else "")
+    _check_plain(source, raw)
     try:
         # JSON round trip: strict mode then takes YAML lists for tuples, and nothing else loosely.
         return Config.model_validate_json(json.dumps(raw))

@@ -75,6 +75,7 @@ class Sandbox:
         self.preload = preload
         self._process: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+        self._drainer: threading.Thread | None = None
         self._calls = 0
 
     @property
@@ -95,7 +96,8 @@ class Sandbox:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        threading.Thread(target=self._drain, args=(process.stderr,), daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, args=(process.stderr,), daemon=True)
+        self._drainer.start()
         self._calls = 0
         return process
 
@@ -142,17 +144,22 @@ class Sandbox:
             header = _read_exactly(fd, _HEADER.size, deadline)
             payload = header and _read_exactly(fd, _HEADER.unpack(header)[0], deadline)
         except TimeoutError:
+            process.kill()
             raise SandboxError(
-                f"no progress for {self.timeout_s:g} s, killed (hung decoder?)" + self._last_words()
+                f"no progress for {self.timeout_s:g} s, killed (hung decoder?)"
+                + self._last_words(process)
             ) from None
         if not payload:
             code = process.wait()
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            raise SandboxError(f"worker process died ({how})" + self._last_words())
+            raise SandboxError(f"worker process died ({how})" + self._last_words(process))
         return pickle.loads(payload)
 
-    def _last_words(self) -> str:
-        time.sleep(0.05)  # let the drain thread catch the child's last stderr line
+    def _last_words(self, process: subprocess.Popen) -> str:
+        """The dead child's last line on stderr: read to its end once the child is gone."""
+        process.wait()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)  # a grandchild could hold stderr open: do not hang
         lines = [line for line in self._stderr if line]
         return f": {lines[-1][:200]}" if lines else ""
 

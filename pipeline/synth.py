@@ -353,10 +353,6 @@ def missing_genres(plans: list[TrailerPlan]) -> dict[str, list[str]]:
     return {split: [g for g in GENRES if g not in present[split]] for split in SPLITS}
 
 
-def video_path(videos: Path, trailer_id: str) -> Path:
-    return videos / f"trailer_{trailer_id}.mp4"
-
-
 def run(config: Config) -> None:
     """Plan, draw and encode the corpus, then write ``annotations.csv`` and ``splits.csv``.
 
@@ -375,9 +371,9 @@ def run(config: Config) -> None:
     for output in (paths.videos / "trailer_", paths.annotations, paths.splits):
         remove_leftovers(output.parent, output.name)
     for plan in tqdm(plans, desc="synth", unit="trailer", disable=None):
-        with atomic_path(video_path(paths.videos, plan.trailer_id)) as tmp:
+        with atomic_path(paths.video(plan.trailer_id)) as tmp:
             encode(plan, tmp, settings.crf, settings.preset)
-    wanted = {video_path(paths.videos, plan.trailer_id) for plan in plans}
+    wanted = {paths.video(plan.trailer_id) for plan in plans}
     for stale in sorted(set(paths.videos.glob("trailer_*.mp4")) - wanted):
         log.info("removing %s: not part of this corpus", stale)
         stale.unlink()

@@ -1,15 +1,14 @@
 """The config schema: both shipped configs load, and every kind of mistake stops with exit 2."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import DEMO_CONFIG, SMOKE_CONFIG, trailers
 
-from pipeline.config import GENRES, ConfigError, load_config
+from pipeline import GENRES
+from pipeline.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = [ROOT / "configs" / "pipeline.yaml", ROOT / "configs" / "smoke.yaml"]
+SHIPPED = [DEMO_CONFIG, SMOKE_CONFIG]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -76,25 +75,60 @@ def test_malformed_override():
 )
 def test_cli_exits_2_with_one_line(tmp_path, override, message):
     """The installed `trailers` command stops before any work: exit 2, one line, nothing written."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "synth",
-            "--config",
-            str(SHIPPED[1]),
-            "--set",
-            f"paths.data_dir={tmp_path / 'data'}",
-            "--set",
-            override,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = trailers("synth", f"paths.data_dir={tmp_path / 'data'}", override, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "smoke.yaml" in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+def exits_2_with(result: subprocess.CompletedProcess, *parts: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines  # no traceback
+    assert lines[0].startswith("trailers synth: config error: "), lines[0]
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "found"),
+    [
+        ("decode:\n  input_dir: 2020-01-01\n", "decode.input_dir", "got date 2020-01-01"),
+        ("seed: 2020-01-01 10:00:00\n", "seed", "got datetime"),
+        ("decode:\n  input_dir: !!binary aGVsbG8=\n", "decode.input_dir", "got bytes"),
+        ("synth:\n  fps_choices: !!set {24, 25}\n", "synth.fps_choices", "got set"),
+    ],
+    ids=["date", "datetime", "binary", "set"],
+)
+def test_a_value_that_is_not_plain_data_names_file_and_key(tmp_path, text, key, found):
+    config = tmp_path / "odd.yaml"
+    config.write_text(text)
+    result = trailers("synth", config=config, cwd=tmp_path)
+    exits_2_with(result, f"{config}: {key}: expected text, a number", found)
+
+
+def test_a_date_given_with_set_names_the_key(tmp_path):
+    result = trailers("synth", "decode.input_dir=2020-01-01", cwd=tmp_path)
+    exits_2_with(
+        result, "smoke.yaml (with --set overrides): decode.input_dir:", "(quote it to mean text)"
+    )
+
+
+def test_a_config_path_that_is_a_folder(tmp_path):
+    exits_2_with(
+        trailers("synth", config=tmp_path, cwd=tmp_path), f"{tmp_path}: is a folder, not a config"
+    )
+
+
+def test_a_config_that_is_not_utf8(tmp_path):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("decode:\n  input_dir: vid\xe9os\n".encode("latin-1"))
+    exits_2_with(trailers("synth", config=config, cwd=tmp_path), f"{config}: not UTF-8 text")
+
+
+def test_a_data_folder_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = trailers("synth", f"paths.data_dir={blocker / 'data'}", cwd=tmp_path)
+    exits_2_with(result, f"paths.data_dir: cannot create {blocker / 'data'} (Not a directory)")

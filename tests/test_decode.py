@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
+import threading
+from collections.abc import Iterator
 from fractions import Fraction
 from importlib.util import find_spec
 from pathlib import Path
@@ -16,14 +18,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import trailers, trailers_command
 from media import frame_codes, write_audio_only, write_no_frames, write_video
 
 from pipeline.annotations import Segment
-from pipeline.shards import frame_labels
+from pipeline.decode.worker import frame_labels
+from pipeline.manifest import ShardRow, read_manifest
 from pipeline.video import Geometry, frames_at, sample_times
-
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
 def bigbuckbunny() -> Path:
@@ -48,32 +49,22 @@ def make_corpus(root: Path, videos: dict[str, Path | None], rows: list[str], spl
     )
 
 
-def decode_command(*overrides: str) -> list[str]:
-    command = [sys.executable, "-m", "pipeline.cli", "decode", "--config", str(SMOKE)]
-    for override in overrides:
-        command += ["--set", override]
-    return command
-
-
 def decode(root: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        decode_command(*overrides), cwd=root, capture_output=True, text=True, check=False
-    )
+    result = trailers("decode", *overrides, cwd=root)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def manifest(root: Path) -> list[dict]:
-    text = (root / "data" / "shards" / "manifest.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines()]
+def manifest(root: Path) -> list[ShardRow]:
+    return read_manifest(root / "data" / "shards" / "manifest.jsonl")
 
 
 def trailer_frames(root: Path, trailer_id: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [row for row in manifest(root) if row["trailer_id"] == trailer_id]
+    rows = [row for row in manifest(root) if row.trailer_id == trailer_id]
     shards = root / "data" / "shards"
-    frames = np.concatenate([np.load(shards / row["shard"]) for row in rows])
-    labels = np.concatenate([np.load(shards / row["labels"]) for row in rows])
+    frames = np.concatenate([np.load(shards / row.shard) for row in rows])
+    labels = np.concatenate([np.load(shards / row.labels) for row in rows])
     return frames, labels
 
 
@@ -192,8 +183,8 @@ def test_frames_match_an_independent_decode(tmp_path):
     assert vfr_labels[:, 1].tolist() == (vfr_times < 1.0).astype(int).tolist()
     assert vfr_labels[:, 2].tolist() == (vfr_times >= 0.5).astype(int).tolist()
     rows = manifest(tmp_path)
-    assert all(row["frames"] <= 8 for row in rows)  # smoke's max_frames_per_shard
-    assert {row["split"] for row in rows} == {"train", "val", "test"}
+    assert all(row.frames <= 8 for row in rows)  # smoke's max_frames_per_shard
+    assert {row.split for row in rows} == {"train", "val", "test"}
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -264,7 +255,7 @@ def test_bad_inputs_are_reported_one_line_each_and_the_rest_is_decoded(tmp_path)
     assert "annotations.csv line" in failed["genre"]
     assert not (tmp_path / "escape.npy").exists()
     # "good" has two split rows and "late" a segment past its end: only "fine" is decoded.
-    assert {row["trailer_id"] for row in manifest(tmp_path)} == {"fine"}
+    assert {row.trailer_id for row in manifest(tmp_path)} == {"fine"}
     decode_folder = [  # the same files, unlabelled, from a folder: the readable one is decoded
         "decode.source=folder",
         f"decode.input_dir={tmp_path / 'data' / 'videos'}",
@@ -272,8 +263,8 @@ def test_bad_inputs_are_reported_one_line_each_and_the_rest_is_decoded(tmp_path)
     ]
     decode(tmp_path, *decode_folder)
     rows = manifest(tmp_path)
-    assert {row["trailer_id"] for row in rows} == {"good", "late", "fine"}
-    assert all(row["labels"] is None and row["split"] == "unlabelled" for row in rows)
+    assert {row.trailer_id for row in rows} == {"good", "late", "fine"}
+    assert all(row.labels is None and row.split == "unlabelled" for row in rows)
 
 
 @pytest.mark.slow
@@ -347,30 +338,81 @@ def test_incremental_rerun_decodes_only_what_changed(tmp_path):
     assert len(on_disk) == 8  # old shards of the re-sharded trailers are gone
 
 
+@contextlib.contextmanager
+def opened_by_the_decoder(video: Path, timeout_s: float = 120) -> Iterator[None]:
+    """Hold a write lease on ``video``: the decoder's first open() of it blocks (for up to
+    /proc/sys/fs/lease-break-time, 45 s by default) and the kernel signals us that it began.
+    The block is entered once the decoder is inside that video, and the stage stays stuck
+    there until the lease goes: a deterministic moment to interrupt it."""
+    opened = threading.Event()
+    previous = signal.signal(signal.SIGIO, lambda *_: opened.set())
+    fd = os.open(video, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        assert opened.wait(timeout_s), f"the decoder never opened {video}"
+        yield
+    finally:
+        os.close(fd)  # releases the lease
+        signal.signal(signal.SIGIO, previous)
+
+
+def done_trailers(root: Path) -> set[str]:
+    """Trailers whose last part has a receipt (each of these has one part: one worker)."""
+    receipts = root / "data" / "shards" / "receipts"
+    return {path.parent.name for path in receipts.glob("*/*.json")}
+
+
+def interrupted_decode(root: Path, video: Path, sent: signal.Signals) -> subprocess.Popen:
+    """Start decode on one worker and send its process group ``sent`` while it is inside
+    ``video``; returns the ended process (stderr piped)."""
+    process = subprocess.Popen(
+        trailers_command("decode", "beam.num_workers=1"),
+        cwd=root,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with opened_by_the_decoder(video):
+        assert process.poll() is None, "decode ended before it was interrupted"
+        os.killpg(process.pid, sent)
+        process.wait(timeout=60)
+    return process
+
+
 @pytest.mark.slow
 def test_killed_run_reruns_to_the_same_outputs(tmp_path):
     clean, killed = twin_corpora(tmp_path, "clean", "killed", count=4)
-    decode(clean, "decode.num_workers=1")
-    process = subprocess.Popen(
-        decode_command("decode.num_workers=1"),
-        cwd=killed,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    receipts = killed / "data" / "shards" / "receipts"
-    deadline = time.monotonic() + 120
-    while not (receipts.is_dir() and any(receipts.rglob("*.json"))) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    decode(clean, "beam.num_workers=1")
+    stuck = killed / "data" / "videos" / "trailer_002.mp4"
+    process = interrupted_decode(killed, stuck, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL  # the kill landed mid-run
     assert not (killed / "data" / "shards" / "manifest.jsonl").exists()
+    done = done_trailers(killed)
+    assert "trailer_002" not in done
     # What a kill in the middle of a write leaves, whether or not this kill landed in one:
     (killed / "data" / "shards" / "train").mkdir(parents=True, exist_ok=True)
     (killed / "data" / "shards" / "train" / ".trailer_000-0.npy.k1ll3d.tmp").write_bytes(b"\x93N")
-    decode(killed, "decode.num_workers=1")
-    assert 1 <= report(killed)["unchanged"] < 4
+    decode(killed, "beam.num_workers=1")
+    assert report(killed)["unchanged"] == len(done)
+    assert report(killed)["decoded"] == 4 - len(done)
     assert outputs(killed) == outputs(clean)
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_with_one_line_and_exit_130_leaving_no_partial_file(tmp_path):
+    small_corpus(tmp_path, count=3)
+    stuck = tmp_path / "data" / "videos" / "trailer_001.mp4"
+    process = interrupted_decode(tmp_path, stuck, signal.SIGINT)
+    assert process.returncode == 130
+    lines = process.stderr.read().splitlines()
+    assert [line for line in lines if "pipeline.decode.run: 3 trailers" not in line] == [
+        "trailers decode: interrupted; every output is whole or absent, rerun to finish"
+    ]
+    data = tmp_path / "data"
+    assert not list(data.rglob("*.tmp")), "a half-written file was left"
+    assert not (data / "shards" / "manifest.jsonl").exists()
+    assert all(np.load(path).size for path in data.rglob("*.npy"))
 
 
 def long_corpus(root: Path) -> Path:
@@ -390,8 +432,8 @@ def long_corpus(root: Path) -> Path:
 def test_long_videos_split_across_workers_give_the_same_shards(tmp_path):
     whole, split = (long_corpus(tmp_path / name) for name in ("whole", "split"))
     full_size = ("decode.height=48", "decode.width=64")  # the frame codes survive no scaling
-    decode(whole, "decode.split_videos=false", "decode.num_workers=4", *full_size)
-    decode(split, "decode.num_workers=4", *full_size)
+    decode(whole, "decode.split_videos=false", "beam.num_workers=4", *full_size)
+    decode(split, "beam.num_workers=4", *full_size)
     receipts = split / "data" / "shards" / "receipts"
     assert len(list((receipts / "trailer_long").glob("*.json"))) == 3  # 12 shards over 4 workers
     assert len(list((receipts / "trailer_bbb").glob("*.json"))) == 2
@@ -405,7 +447,7 @@ def test_long_videos_split_across_workers_give_the_same_shards(tmp_path):
 @pytest.mark.slow
 def test_a_rerun_after_a_lost_part_decodes_only_that_part(tmp_path):
     root = long_corpus(tmp_path)
-    decode(root, "decode.num_workers=4")
+    decode(root, "beam.num_workers=4")
     before = outputs(root)
     shards = root / "data" / "shards"
     receipts = list((shards / "receipts" / "trailer_long").glob("*.json"))
@@ -416,7 +458,7 @@ def test_a_rerun_after_a_lost_part_decodes_only_that_part(tmp_path):
         (shards / row["shard"]).unlink()
     kept = shards / "train" / "trailer_long-0.npy"
     stamp = kept.stat().st_mtime_ns
-    decode(root, "decode.num_workers=4")
+    decode(root, "beam.num_workers=4")
     assert report(root)["frames_decoded"] == sum(row["frames"] for row in lost["shards"])
     assert report(root)["decoded"] == 1 and report(root)["unchanged"] == 1
     assert kept.stat().st_mtime_ns == stamp
@@ -427,8 +469,8 @@ def test_a_rerun_after_a_lost_part_decodes_only_that_part(tmp_path):
 def test_dask_runner_gives_the_same_shards(tmp_path):
     direct, dask = twin_corpora(tmp_path, "direct", "dask", count=3)
     decode(direct)
-    decode(dask, "decode.runner=apache_beam.runners.dask.dask_runner.DaskRunner")
+    decode(dask, "beam.runner=apache_beam.runners.dask.dask_runner.DaskRunner")
     assert outputs(dask) == outputs(direct)
-    result = decode(dask, "decode.runner=NoSuchRunner", "decode.fps=2", check=False)
+    result = decode(dask, "beam.runner=NoSuchRunner", "decode.fps=2", check=False)
     assert result.returncode == 1
-    assert "decode.runner 'NoSuchRunner': Unexpected pipeline runner" in result.stderr
+    assert "beam.runner 'NoSuchRunner': Unexpected pipeline runner" in result.stderr

@@ -1,7 +1,9 @@
-"""The DVC pipeline, for real: `dvc repro` on the smoke config runs every stage, then nothing."""
+"""The DVC pipeline, for real: `dvc repro` on the smoke config runs every stage, then nothing;
+settings that only change how a stage runs rerun nothing; code a stage imports reruns it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,23 +12,35 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc.repo import Repo
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+from pipeline.cli import STAGES
+from pipeline.config import load_config
+
+BIN = Path(sys.executable).parent
 
 
 def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    env = {**os.environ, "PATH": str(BIN) + os.pathsep + os.environ["PATH"]}
     result = subprocess.run(
-        [str(Path(bin_dir) / "dvc"), *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        [str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
+
+
+def ran(result: subprocess.CompletedProcess) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout}
+
+
+def set_params(config: Path, **changes: object) -> None:
+    """Change keys (``section.key``) of a config file in place."""
+    raw = yaml.safe_load(config.read_text())
+    for key, value in changes.items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 @pytest.fixture
@@ -34,26 +48,110 @@ def project(tmp_path: Path) -> Path:
     """A copy of the project whose demo config is the smoke config, as a DVC repo without git."""
     for name in ("pipeline", "configs"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, tmp_path / name)
     shutil.copy(ROOT / "configs" / "smoke.yaml", tmp_path / "configs" / "pipeline.yaml")
     dvc(tmp_path, "init", "--no-scm", "-q")
     return tmp_path
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_every_stage_then_nothing(project: Path):
-    stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+@pytest.mark.timeout(900)
+def test_dvc_reruns_exactly_what_changed(project: Path):
     first = dvc(project, "repro")
-    for stage in stages:
-        assert f"Running stage '{stage}'" in first.stdout, stage
+    assert ran(first) == set(STAGES)
     assert (project / "data" / "shards" / "manifest.jsonl").stat().st_size > 0
-    assert (project / "dvc.lock").is_file()
+    metrics = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    files = metrics[""]["data"]
+    assert sorted(files) == ["metrics/decode.json", "metrics/validate.json"]
+    for name, content in files.items():  # one row of summary numbers per file
+        assert all(type(value) is int for value in content["data"].values()), (name, content)
+    summary = {name: (project / name).read_bytes() for name in files}
 
-    again = dvc(project, "repro")
-    assert "Running stage" not in again.stdout
+    assert ran(dvc(project, "repro")) == set()
+    dvc(project, "repro", "--force", "--single-item", "decode")
+    dvc(project, "repro", "--force", "--single-item", "validate")
+    assert {name: (project / name).read_bytes() for name in files} == summary, (
+        "a rerun with nothing changed must leave the git-tracked metrics as they were"
+    )
 
     config = project / "configs" / "pipeline.yaml"
-    config.write_text(config.read_text().replace("fps: 8.0", "fps: 4.0"))
+    set_params(  # how the stages run, never what they write
+        config,
+        **{
+            "beam.num_workers": 1,
+            "beam.direct_running_mode": "in_memory",
+            "decode.decoder_threads": 2,
+            "decode.split_videos": False,
+            "decode.stall_timeout_s": 60.0,
+            "decode.worker_max_videos": 3,
+            "validate.chunk_frames": 16,
+            "validate.direct_running_mode": "multi_threading",
+        },
+    )
+    assert ran(dvc(project, "repro")) == set()
+
+    manifest = project / "pipeline" / "manifest.py"  # imported by decode and validate only
+    manifest.write_text(manifest.read_text() + "\n# a change to code the stages import\n")
+    status = json.loads(dvc(project, "status", "--json").stdout)
+    assert set(status) == {"decode", "validate"}, status
+
+    set_params(config, **{"decode.fps": 4.0})
     changed = dvc(project, "repro")
-    assert "Running stage 'synth'" not in changed.stdout
-    assert "Running stage 'decode'" in changed.stdout
+    assert ran(changed) == {"decode", "validate"}
+
+
+def imported_files(module: str) -> set[Path]:
+    """The pipeline's source files that ``trailers <stage>`` loads to run ``module``."""
+    code = (
+        "import importlib, sys, pipeline.cli\n"
+        f"importlib.import_module({module!r})\n"
+        "print('\\n'.join(m.__file__ for n, m in sys.modules.items()"
+        " if n.split('.')[0] == 'pipeline'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return {Path(line).relative_to(ROOT) for line in result.stdout.split()}
+
+
+def dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_depends_on_all_the_code_it_runs(stage: str):
+    deps = [Path(dep) for dep in dvc_stages()[stage]["deps"]]
+    missing = [
+        str(path)
+        for path in imported_files(STAGES[stage].module)
+        if not any(path == dep or dep in path.parents for dep in deps)
+    ]
+    assert not missing, f"dvc.yaml: stage {stage} imports {missing} but does not depend on them"
+
+
+def test_dvc_paths_are_the_configs_paths():
+    """dvc.yaml takes its paths from the config's `paths:` section (vars); resolved, they are
+    the files the stages read and write as PathsConfig derives them."""
+    paths = load_config(ROOT / "configs" / "pipeline.yaml").paths
+    expected_outs = {
+        "synth": {paths.videos, paths.annotations, paths.splits},
+        "decode": {paths.shards, paths.decode_report, paths.metrics("decode")},
+        "validate": {paths.stage_outputs("validate"), paths.metrics("validate")},
+    }
+    expected_data_deps = {
+        "synth": set(),
+        "decode": {paths.videos, paths.annotations, paths.splits},
+        "validate": {paths.shards, paths.schema},
+    }
+    with Repo(str(ROOT)) as repo:
+        stages = {stage.name: stage for stage in repo.index.stages}
+        assert set(stages) == set(STAGES)
+        for name, stage in stages.items():
+            assert {Path(out.def_path) for out in stage.outs} == expected_outs[name], name
+            data_deps = {
+                Path(dep.def_path)
+                for dep in stage.deps
+                if not dep.def_path.startswith(("pipeline", "configs/pipeline.yaml"))
+            }
+            assert data_deps == expected_data_deps[name], name

@@ -16,11 +16,11 @@ import av
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
-from conftest import ROOT, SMOKE_CONFIG, smoke_config
+from helpers import DEMO_CONFIG, SMOKE_CONFIG, smoke_config
 
 from pipeline import GENRES, SPLITS, synth
 from pipeline.annotations import labelled_trailers
-from pipeline.config import load_config
+from pipeline.config import PathsConfig, load_config
 from pipeline.errors import StageError
 from pipeline.synth import (
     annotation_rows,
@@ -31,11 +31,9 @@ from pipeline.synth import (
     plan_corpus,
     render,
     seconds_text,
-    video_path,
 )
 from pipeline.synth_grammar import GRAMMAR, scene
 
-DEMO_CONFIG = ROOT / "configs" / "pipeline.yaml"
 SAMPLE_FPS, SAMPLE_SIZE = 8.0, 64
 """How the decode stage sees the corpus by default (configs/pipeline.yaml, decode section)."""
 
@@ -130,11 +128,11 @@ def test_annotations_and_splits_fit_the_videos(smoke_corpus):
     assert set(read_csv(paths.splits)[0]) == {"trailer_id", "split"}
     assert {split for split, _ in trailers.values()} == set(SPLITS)
     assert sorted(paths.videos.glob("*.mp4")) == [
-        video_path(paths.videos, trailer_id) for trailer_id in sorted(trailers)
+        paths.video(trailer_id) for trailer_id in sorted(trailers)
     ]
     rates = {frame_rate(fps) for fps in settings.fps_choices}
     for trailer_id, (_, segments) in trailers.items():
-        starts, frames, rate = decode_all(video_path(paths.videos, trailer_id))
+        starts, frames, rate = decode_all(paths.video(trailer_id))
         frames = rgb(frames)
         assert rate in rates
         assert np.allclose(np.diff(starts), float(1 / rate))
@@ -154,7 +152,7 @@ def test_videos_show_the_planned_frames(smoke_corpus):
     rows = read_csv(smoke_corpus.paths.annotations)
     assert [tuple(row.values()) for row in rows] == annotation_rows(plans)
     for plan in plans:
-        decoded = rgb(decode_all(video_path(smoke_corpus.paths.videos, plan.trailer_id))[1])
+        decoded = rgb(decode_all(smoke_corpus.paths.video(plan.trailer_id))[1])
         planned = np.concatenate(list(render(plan)))
         assert decoded.shape == planned.shape
         error = np.abs(decoded.astype(np.int16) - planned).mean(axis=(1, 2, 3))
@@ -242,17 +240,17 @@ def global_shift(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     return np.abs((peak + size // 2) % size - size // 2).astype(float)
 
 
-def corpus_features(data: Path) -> list[tuple[str, str, np.ndarray, np.ndarray | None]]:
+def corpus_features(paths: PathsConfig) -> list[tuple[str, str, np.ndarray, np.ndarray | None]]:
     """Per 8 fps sample with exactly one genre: trailer, genre, colour histogram, and the
     global shift since the previous sample when that one carries the same genre."""
     segments = defaultdict(list)
-    for row in read_csv(data / "annotations.csv"):
+    for row in read_csv(paths.annotations):
         segments[row["trailer_id"]].append(
             (float(row["start_s"]), float(row["end_s"]), row["genre"])
         )
     features = []
     for trailer_id, rows in sorted(segments.items()):
-        times, frames = samples(video_path(data / "videos", trailer_id))
+        times, frames = samples(paths.video(trailer_id))
         on = [{g for start, end, g in rows if start <= t < end} for t in times]
         for k in range(len(times)):
             if len(on[k]) == 1:
@@ -303,7 +301,7 @@ def many_shots(tmp_path_factory) -> list:
         "synth.second_genre_prob=0.0",
     )
     synth.run(config)
-    return corpus_features(config.paths.data)
+    return corpus_features(config.paths)
 
 
 HISTOGRAM, SHIFT = 2, 3

@@ -7,6 +7,7 @@ point. One clean corpus is built per session; each test corrupts one thing in a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -15,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_data_validation as tfdv
+from helpers import COMMITTED_SCHEMA, smoke_config
 
-from pipeline.config import GENRES, load_config
+from pipeline import GENRES
 from pipeline.errors import StageError
 from pipeline.io import save_npy
-from pipeline.shard_stats import frame_features, label_features
-from pipeline.validate import read_manifest, run
+from pipeline.manifest import KEYS, ShardRow, read_manifest, write_manifest
+from pipeline.validate.features import frame_features, label_features
+from pipeline.validate.integrity import check_manifest
+from pipeline.validate.run import run
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "configs" / "smoke.yaml"
-COMMITTED_SCHEMA = ROOT / "configs" / "schema.pbtxt"
 SIZE, FRAMES, SHARD_FRAMES, FPS = 16, 40, 16, 8.0
 TRAILERS = {"train": 8, "val": 4, "test": 4, "unlabelled": 2}
 
@@ -71,30 +72,31 @@ def write_corpus(data: Path, seed: int = 0) -> None:
             for k, first in enumerate(range(0, FRAMES, SHARD_FRAMES)):
                 stem = f"{split}/trailer_{trailer_id}-{k}"
                 chunk = frames[first : first + SHARD_FRAMES]
-                save_npy(shards / f"{stem}.npy", chunk)
-                row = {
-                    "shard": f"{stem}.npy",
-                    "labels": None,
-                    "labels_sha256": None,
-                    "trailer_id": trailer_id,
-                    "split": split,
-                    "first_frame": first,
-                    "frames": len(chunk),
-                    "fps": FPS,
-                    "channels": 3,
-                    "height": SIZE,
-                    "width": SIZE,
-                    "source": f"data/videos/trailer_{trailer_id}.mp4",
-                    "source_duration_s": FRAMES / FPS,
-                    "sha256": sha256(shards / f"{stem}.npy"),
-                }
+                labels_name = labels_sha256 = None
                 if split != "unlabelled":
-                    save_npy(shards / f"{stem}.labels.npy", labels[first : first + SHARD_FRAMES])
-                    row["labels"] = f"{stem}.labels.npy"
-                    row["labels_sha256"] = sha256(shards / row["labels"])
+                    labels_name = f"{stem}.labels.npy"
+                    labels_sha256 = save_npy(
+                        shards / labels_name, labels[first : first + SHARD_FRAMES]
+                    )
+                row = ShardRow(
+                    shard=f"{stem}.npy",
+                    labels=labels_name,
+                    trailer_id=trailer_id,
+                    split=split,
+                    first_frame=first,
+                    frames=len(chunk),
+                    fps=FPS,
+                    channels=3,
+                    height=SIZE,
+                    width=SIZE,
+                    source=f"data/videos/trailer_{trailer_id}.mp4",
+                    source_duration_s=FRAMES / FPS,
+                    sha256=save_npy(shards / f"{stem}.npy", chunk),
+                    labels_sha256=labels_sha256,
+                )
                 rows.append(row)
             number += 1
-    (shards / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_manifest(shards / "manifest.jsonl", rows)
 
 
 class Corpus:
@@ -104,39 +106,40 @@ class Corpus:
         self.root = root
         self.shards = root / "data" / "shards"
 
-    def rows(self) -> list[dict]:
-        return [json.loads(line) for line in (self.shards / "manifest.jsonl").open()]
+    def rows(self) -> list[ShardRow]:
+        return read_manifest(self.shards / "manifest.jsonl")
 
-    def write_rows(self, rows: list[dict]) -> None:
-        (self.shards / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    def write_rows(self, rows: list[ShardRow]) -> None:
+        write_manifest(self.shards / "manifest.jsonl", rows)
 
-    def first(self, split: str) -> dict:
-        return next(row for row in self.rows() if row["split"] == split)
+    def first(self, split: str) -> ShardRow:
+        return next(row for row in self.rows() if row.split == split)
 
     def load(self, name: str) -> np.ndarray:
         return np.load(self.shards / name)
 
     def rewrite(self, name: str, array: np.ndarray) -> None:
         """Replace a shard or labels file as a buggy decode would: manifest agrees with it."""
-        save_npy(self.shards / name, array)
-        rows = self.rows()
-        for row in rows:
-            if row["shard"] == name:
-                row.update(sha256=sha256(self.shards / name), frames=len(array))
-                row.update(zip(("channels", "height", "width"), array.shape[1:], strict=True))
-            elif row["labels"] == name:
-                row["labels_sha256"] = sha256(self.shards / name)
+        digest = save_npy(self.shards / name, array)
+        rows = []
+        for row in self.rows():
+            if row.shard == name:
+                channels, height, width = (int(size) for size in array.shape[1:])
+                row = dataclasses.replace(
+                    row,
+                    sha256=digest,
+                    frames=len(array),
+                    channels=channels,
+                    height=height,
+                    width=width,
+                )
+            elif row.labels == name:
+                row = dataclasses.replace(row, labels_sha256=digest)
+            rows.append(row)
         self.write_rows(rows)
 
     def config(self, schema_file: Path = COMMITTED_SCHEMA):
-        return load_config(
-            SMOKE,
-            [
-                f"paths.data_dir={self.root / 'data'}",
-                f"paths.outputs_dir={self.root / 'outputs'}",
-                f"paths.schema_file={schema_file}",
-            ],
-        )
+        return smoke_config(self.root, f"paths.schema_file={schema_file}")
 
     @property
     def outputs(self) -> Path:
@@ -195,58 +198,59 @@ def test_update_schema_reproduces_the_committed_schema(clean_run):
 
 
 def _dtype(c: Corpus) -> None:
-    name = c.first("train")["shard"]
+    name = c.first("train").shard
     c.rewrite(name, c.load(name).astype(np.float32) / 255)  # a decode that normalised
 
 
 def _channels(c: Corpus) -> None:
-    name = c.first("val")["shard"]
+    name = c.first("val").shard
     c.rewrite(name, c.load(name).mean(axis=1, keepdims=True).astype(np.uint8))  # greyscale
 
 
 def _nan_labels(c: Corpus) -> None:
-    name = c.first("test")["labels"]
+    name = c.first("test").labels
     labels = c.load(name).astype(np.float32)
     labels[3:5] = np.nan
     c.rewrite(name, labels)
 
 
 def _label_range(c: Corpus) -> None:
-    name = c.first("train")["labels"]
+    name = c.first("train").labels
     c.rewrite(name, c.load(name) * 2)  # e.g. class indices written for multi-hot
 
 
 def _missing(c: Corpus) -> None:
-    (c.shards / c.first("val")["shard"]).unlink()
+    (c.shards / c.first("val").shard).unlink()
 
 
 def _truncated(c: Corpus) -> None:
-    path = c.shards / c.first("train")["shard"]
+    path = c.shards / c.first("train").shard
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a killed copy
 
 
 def _checksum(c: Corpus) -> None:
-    path = c.shards / c.first("test")["shard"]
+    path = c.shards / c.first("test").shard
     data = bytearray(path.read_bytes())
     data[-100:] = bytes(255 - b for b in data[-100:])  # bit rot: same size, other bytes
     path.write_bytes(bytes(data))
 
 
 def _labels_out_of_step(c: Corpus) -> None:
-    name = c.first("train")["labels"]
-    labels = c.load(name)[:-2]
-    save_npy(c.shards / name, labels)
-    rows = c.rows()
-    for row in rows:
-        if row["labels"] == name:
-            row["labels_sha256"] = sha256(c.shards / name)
-    c.write_rows(rows)
+    name = c.first("train").labels
+    digest = save_npy(c.shards / name, c.load(name)[:-2])
+    c.write_rows(
+        [
+            dataclasses.replace(row, labels_sha256=digest) if row.labels == name else row
+            for row in c.rows()
+        ]
+    )
 
 
 def _each(c: Corpus, split: str, key: str, change) -> None:
     for row in c.rows():
-        if row["split"] == split:
-            c.rewrite(row[key], change(c.load(row[key])))
+        if row.split == split:
+            name = getattr(row, key)
+            c.rewrite(name, change(c.load(name)))
 
 
 def _darker(c: Corpus) -> None:
@@ -333,31 +337,33 @@ def test_label_features_count_genres_and_nans():
 
 
 def test_manifest_problems_are_named_by_line(tmp_path):
-    row = {"shard": "train/trailer_001-0.npy", "labels": None, "trailer_id": "001"}
-    row |= {"split": "train", "frames": 8, "fps": 8.0, "channels": 3, "height": 4, "width": 4}
-    row |= {"sha256": "0", "labels_sha256": None}
+    good = {"shard": "train/trailer_001-0.npy", "labels": None, "labels_sha256": None}
+    good |= {"trailer_id": "001", "split": "train", "first_frame": 0, "frames": 8, "fps": 8.0}
+    good |= {"channels": 3, "height": 4, "width": 4, "source": "v.mp4", "sha256": "0"}
+    good |= {"source_duration_s": 1.0}
     lines = [
-        json.dumps(row),
+        json.dumps(good),
         "{not json",
-        json.dumps({**row, "shard": "val/trailer_001-0.npy", "split": "val"}),
-        json.dumps({k: v for k, v in row.items() if k != "sha256"}),
-        json.dumps(row),
-        json.dumps({**row, "shard": "x.npy", "split": "holdout"}),
-        json.dumps({**row, "shard": "y.npy", "frames": "8"}),
+        json.dumps({**good, "shard": "val/trailer_001-0.npy", "split": "val"}),
+        json.dumps({k: v for k, v in good.items() if k != "sha256"}),
+        json.dumps(good),
+        json.dumps({**good, "shard": "x.npy", "split": "holdout"}),
+        json.dumps({**good, "shard": "y.npy", "frames": "8"}),
     ]
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
-    rows, anomalies = read_manifest(manifest)
-    assert [r["shard"] for r in rows] == ["train/trailer_001-0.npy", "val/trailer_001-0.npy"]
+    rows, anomalies = check_manifest(manifest)
+    assert [r.shard for r in rows] == ["train/trailer_001-0.npy", "val/trailer_001-0.npy"]
     found = [(a.feature, a.found) for a in anomalies]
     assert found[0][1].startswith("line 2: not JSON")
     assert found[1] == ("manifest", "line 4: no sha256")
     assert found[2][0] == "shard" and "first on line 1" in found[2][1]
     assert found[3] == ("split", "line 6: 'holdout'")
-    assert found[4][1].startswith("line 7: frames='8', channels=3")
+    assert found[4] == ("manifest", "line 7: frames: expected int, got '8'")
     assert found[5] == ("split", "trailer 001 in train, val")
+    assert len(KEYS) == len(good)
     with pytest.raises(StageError, match="manifest not found"):
-        read_manifest(tmp_path / "missing.jsonl")
+        check_manifest(tmp_path / "missing.jsonl")
 
 
 def test_missing_schema_or_unknown_feature_stops_before_any_work(corpus):

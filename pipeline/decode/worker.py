@@ -1,4 +1,7 @@
-"""One trailer's shards: decode its video, label every sampled frame, write them atomically.
+"""The per-part worker: decode a run of a trailer's shards, label every frame, write them.
+
+Runs inside each Beam worker's sandboxed decoder process (``pipeline/sandbox.py``), which
+imports this module and decord as it starts, and nothing of Beam.
 
 Layout under the shards folder (``config.paths.shards``)::
 
@@ -11,7 +14,8 @@ Shard ``k`` holds output frames ``k * max_frames_per_shard`` onwards, whoever de
 video is decoded in parts, runs of whole shards, so that several workers share it; each part
 writes its receipt after its shards. ``<fp>`` is the trailer's fingerprint (source, labels,
 params): a trailer is done when its receipts with the current fingerprint chain from shard 0
-to the video's end, so killing the stage at any moment loses at most the parts in flight.
+to the video's end, so killing the stage at any moment loses at most the parts in flight
+(``pipeline/decode/receipts.py``).
 """
 
 from __future__ import annotations
@@ -21,17 +25,16 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from pipeline import GENRES
 from pipeline.annotations import Segment
-from pipeline.io import read_json, save_npy, write_json
+from pipeline.decode.receipts import part_receipt_path
+from pipeline.io import save_npy, write_json
+from pipeline.manifest import ShardRow
 from pipeline.video import Geometry, VideoError, probe, read_frames
-
-UNLABELLED = "unlabelled"
-"""The split of videos decoded from a folder without annotations (no labels are written)."""
 
 FINGERPRINT_CHARS = 16
 """Hex digits of the fingerprint kept in receipt names (64 bits: collisions are not a risk)."""
@@ -99,54 +102,6 @@ class Job:
         return self.receipt.with_suffix(".failed")
 
 
-def receipts_dir(shards_dir: Path, trailer_id: str) -> Path:
-    return shards_dir / "receipts" / f"trailer_{trailer_id}"
-
-
-def part_receipt_path(
-    shards_dir: Path, trailer_id: str, fingerprint: str, first_shard: int
-) -> Path:
-    return receipts_dir(shards_dir, trailer_id) / f"{fingerprint}-{first_shard}.json"
-
-
-def _files(receipt: dict[str, Any]) -> set[str]:
-    return {row[key] for row in receipt["shards"] for key in ("shard", "labels") if row[key]}
-
-
-def decoded_parts(shards_dir: Path, trailer_id: str, fingerprint: str) -> tuple[list[dict], bool]:
-    """The trailer's current receipts that chain from shard 0, and whether they reach its end.
-
-    A receipt counts only if every file it lists exists.
-    """
-    chain: list[dict] = []
-    next_shard = 0
-    while True:
-        receipt = read_json(part_receipt_path(shards_dir, trailer_id, fingerprint, next_shard))
-        if receipt is None or not all((shards_dir / name).is_file() for name in _files(receipt)):
-            return chain, False
-        chain.append(receipt)
-        if receipt["end"]:
-            return chain, True
-        next_shard = receipt["stop_shard"]
-
-
-def tidy_receipts(shards_dir: Path, trailer_id: str, keep: list[dict]) -> None:
-    """Delete the trailer's other receipts and failure notes, and the files only they list."""
-    kept_files = set().union(*map(_files, keep))
-    kept_names = {
-        part_receipt_path(shards_dir, trailer_id, r["fingerprint"], r["first_shard"]).name
-        for r in keep
-    }
-    folder = receipts_dir(shards_dir, trailer_id)
-    for path in sorted(folder.glob("*")) if folder.is_dir() else ():
-        if path.name in kept_names:
-            continue
-        receipt = read_json(path) if path.suffix == ".json" else None
-        for name in _files(receipt) - kept_files if receipt else ():
-            (shards_dir / name).unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-
-
 def frame_labels(times: np.ndarray, segments: tuple[Segment, ...]) -> np.ndarray:
     """Multi-hot ``(frames, 6)`` uint8: genre ``g`` is on at ``t`` if a segment covers it."""
     labels = np.zeros((len(times), len(GENRES)), dtype=np.uint8)
@@ -195,30 +150,28 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
     rows, repeated, first = [], 0, min(first_frame, total)
     for k, frames in enumerate(chunks, start=job.first_shard):
         stem = f"{trailer.split}/trailer_{trailer.trailer_id}-{k}"
-        digest = save_npy(shards_dir / f"{stem}.npy", frames)
-        row = {
-            "shard": f"{stem}.npy",
-            "labels": None,
-            "labels_sha256": None,
-            "trailer_id": trailer.trailer_id,
-            "split": trailer.split,
-            "first_frame": first,
-            "frames": len(frames),
-            "fps": params.fps,
-            "channels": frames.shape[1],
-            "height": frames.shape[2],
-            "width": frames.shape[3],
-            "source": trailer.source,
-            "source_duration_s": round(sampling.duration_s, 6),
-            "sha256": digest,
-        }
+        labels_name = labels_sha256 = None
         if labels is not None:
-            row["labels"] = f"{stem}.labels.npy"
-            row["labels_sha256"] = save_npy(
-                shards_dir / row["labels"], labels[first : first + len(frames)]
-            )
+            labels_name = f"{stem}.labels.npy"
+            labels_sha256 = save_npy(shards_dir / labels_name, labels[first : first + len(frames)])
+        row = ShardRow(
+            shard=f"{stem}.npy",
+            labels=labels_name,
+            trailer_id=trailer.trailer_id,
+            split=trailer.split,
+            first_frame=first,
+            frames=len(frames),
+            fps=params.fps,
+            channels=frames.shape[1],
+            height=frames.shape[2],
+            width=frames.shape[3],
+            source=trailer.source,
+            source_duration_s=round(sampling.duration_s, 6),
+            sha256=save_npy(shards_dir / f"{stem}.npy", frames),
+            labels_sha256=labels_sha256,
+        )
         repeated += _repeated_frames(frames, sampling.indices[first : first + len(frames)])
-        rows.append(row)
+        rows.append(row.to_dict())
         first += len(frames)
         progress(len(frames))
     wanted = total if stop_frame is None else min(stop_frame, total)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import GENRES
+from pipeline import GENRES
+from pipeline.manifest import ShardRow
+from pipeline.validate.anomalies import Anomaly
 
 CHANNELS: tuple[str, ...] = ("r", "g", "b")
 """Channel order of a shard's second axis (RGB); per-channel features are named after it."""
@@ -62,20 +64,6 @@ LIST_FEATURES = frozenset({"frame_brightness", "frame_genre"})
 LABEL_FEATURES = frozenset(name for name in FEATURES if "label" in name or name == "frame_genre")
 """Features computed from the labels file; absent for unlabelled shards (the serving data)."""
 
-MANIFEST_KEYS = (
-    "shard",
-    "labels",
-    "trailer_id",
-    "split",
-    "frames",
-    "fps",
-    "channels",
-    "height",
-    "width",
-    "sha256",
-    "labels_sha256",
-)
-
 _HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -84,22 +72,6 @@ _HEADER_READERS = {
 
 class ShardError(Exception):
     """A file that cannot be read as the array it should hold; the message says why."""
-
-
-@dataclass(frozen=True)
-class Anomaly:
-    """One problem found, phrased for someone who has never heard of TFDV."""
-
-    check: str
-    split: str
-    feature: str
-    expected: str
-    found: str
-    shards: tuple[str, ...] = ()
-    severity: str = "ERROR"
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "shards": list(self.shards)}
 
 
 @dataclass
@@ -211,33 +183,33 @@ Problem = tuple[str, str, str]
 
 
 def inspect_shard(
-    row: dict[str, Any], shards_dir: str, black_level: float, chunk_frames: int
+    row: ShardRow, shards_dir: str, black_level: float, chunk_frames: int
 ) -> dict[str, Any]:
     """Check one manifest row's files and summarise them.
 
     Returns ``{"split", "shard", "example", "anomalies"}``: ``example`` is None when the shard
     cannot be read; ``anomalies`` (as JSON dicts) name each way the files disagree with the row.
     """
-    path = Path(shards_dir) / row["shard"]
+    path = Path(shards_dir) / row.shard
     example, problems = _shard_example(path, row, black_level, chunk_frames)
-    if example is not None and row["labels"] is not None:
-        labels, label_problems = _label_example(Path(shards_dir) / row["labels"], row)
+    if example is not None and row.labels is not None:
+        labels, label_problems = _label_example(Path(shards_dir) / row.labels, row)
         example.update(labels)
         problems += label_problems
     anomalies = [
-        Anomaly("integrity", row["split"], feature, expected, found, (row["shard"],))
+        Anomaly("integrity", row.split, feature, expected, found, (row.shard,))
         for feature, expected, found in problems
     ]
     return {
-        "split": row["split"],
-        "shard": row["shard"],
+        "split": row.split,
+        "shard": row.shard,
         "example": example,
         "anomalies": [anomaly.to_json() for anomaly in anomalies],
     }
 
 
 def _shard_example(
-    path: Path, row: dict[str, Any], black_level: float, chunk_frames: int
+    path: Path, row: ShardRow, black_level: float, chunk_frames: int
 ) -> tuple[dict[str, list] | None, list[Problem]]:
     try:
         mapped = open_npy(path)
@@ -249,31 +221,29 @@ def _shard_example(
     digest = hashlib.sha256()
     example = frame_features(hashed_chunks(mapped, path, chunk_frames, digest), black_level)
     problems = []
-    if digest.hexdigest() != row["sha256"]:
-        problems.append(
-            ("shard", f"sha256 {row['sha256']}", f"sha256 {digest.hexdigest()} of {path}")
-        )
+    if digest.hexdigest() != row.sha256:
+        problems.append(("shard", f"sha256 {row.sha256}", f"sha256 {digest.hexdigest()} of {path}"))
     shape = dict(zip(("frames", "channels", "height", "width"), frames.shape, strict=True))
     for key, actual in shape.items():
         example[key] = [actual]
-        if row[key] != actual:
-            problems.append((key, f"{row[key]} (manifest)", f"{actual} in {path}"))
-    example["fps"] = [float(row["fps"])]
-    example["duration_s"] = [shape["frames"] / row["fps"]]
+        if getattr(row, key) != actual:
+            problems.append((key, f"{getattr(row, key)} (manifest)", f"{actual} in {path}"))
+    example["fps"] = [float(row.fps)]
+    example["duration_s"] = [shape["frames"] / row.fps]
     example["dtype"] = [str(frames.dtype)]
     return example, problems
 
 
-def _label_example(path: Path, row: dict[str, Any]) -> tuple[dict[str, list], list[Problem]]:
+def _label_example(path: Path, row: ShardRow) -> tuple[dict[str, list], list[Problem]]:
     try:
         mapped = open_npy(path)
     except ShardError as exc:
         return {}, [("labels", "a readable .npy file", f"{path}: {exc}")]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()  # (frames, 6) bytes: small
     problems = []
-    if digest != row["labels_sha256"]:
-        problems.append(("labels", f"sha256 {row['labels_sha256']}", f"sha256 {digest} of {path}"))
-    expected = (row["frames"], len(GENRES))
+    if digest != row.labels_sha256:
+        problems.append(("labels", f"sha256 {row.labels_sha256}", f"sha256 {digest} of {path}"))
+    expected = (row.frames, len(GENRES))
     if mapped.array.shape != expected:
         problems.append(
             ("labels", f"shape {expected} (frames, genres)", f"shape {mapped.array.shape}")

@@ -1,0 +1,53 @@
+"""Helpers shared by the test files (imported as ``helpers``; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = ROOT / "configs" / "pipeline.yaml"
+SMOKE_CONFIG = ROOT / "configs" / "smoke.yaml"
+COMMITTED_SCHEMA = ROOT / "configs" / "schema.pbtxt"
+
+
+def smoke_config(root: Path, *overrides: str) -> Config:
+    """The smoke config with data, outputs and metrics under ``root`` (the committed schema
+    stays)."""
+    return load_config(SMOKE_CONFIG, [*path_overrides(root), *overrides])
+
+
+def path_overrides(root: Path, schema_file: Path = COMMITTED_SCHEMA) -> list[str]:
+    """``--set`` overrides that put every path of a run under ``root``."""
+    return [
+        f"paths.data_dir={root / 'data'}",
+        f"paths.outputs_dir={root / 'outputs'}",
+        f"paths.metrics_dir={root / 'metrics'}",
+        f"paths.models_dir={root / 'models'}",
+        f"paths.schema_file={schema_file}",
+    ]
+
+
+def trailers_command(stage: str, *args: str, config: Path = SMOKE_CONFIG) -> list[str]:
+    """``trailers <stage> --config <config> ...``, run as users and DVC run it: each of
+    ``args`` is a flag (``-v``) or a ``section.key=value`` override (``--set`` is added)."""
+    command = [sys.executable, "-m", "pipeline.cli", stage, "--config", str(config)]
+    for arg in args:
+        command += [arg] if arg.startswith("-") else ["--set", arg]
+    return command
+
+
+def trailers(
+    stage: str, *args: str, cwd: Path, config: Path = SMOKE_CONFIG
+) -> subprocess.CompletedProcess:
+    """Run ``trailers <stage>`` in its own process; the result has text stdout and stderr."""
+    return subprocess.run(
+        trailers_command(stage, *args, config=config),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
