@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # NCHW convolutions on CPUs without AVX-512
+
 import keras
 import numpy as np
 import pytest
@@ -93,6 +97,39 @@ def test_peephole_weights_mean_the_same_in_both_compute_layouts(compute_format):
     other.build(x.shape)
     other.set_weights(reference.get_weights())
     np.testing.assert_allclose(other(x), expected, atol=1e-5)
+
+
+CELL_LAYERS = [
+    (ConvLSTMCell, ConvLSTM),
+    (PeepholeConvLSTMCell, PeepholeConvLSTM),
+    (STConvLSTMCell, STConvLSTM),
+]
+
+
+@pytest.mark.parametrize("compute_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize(("cell_class", "layer_class"), CELL_LAYERS)
+def test_a_cell_in_a_stock_keras_rnn_equals_our_layer(
+    cell_class, layer_class, data_format, compute_format
+):
+    """The cell's call is a whole step on raw inputs: keras.layers.RNN runs it unchanged."""
+    x = sequences(data_format)
+    keras.utils.set_random_seed(3)
+    kwargs = {"padding": "same", "data_format": data_format, "compute_format": compute_format}
+    if cell_class is PeepholeConvLSTMCell:
+        kwargs["peephole_initializer"] = "normal"
+    ours = layer_class(FILTERS, 3, return_sequences=True, return_state=True, **kwargs)
+    expected = ours(x)
+    stock = keras.layers.RNN(
+        cell_class(FILTERS, 3, **kwargs), return_sequences=True, return_state=True
+    )
+    stock.build(x.shape)
+    stock.set_weights(ours.get_weights())
+    actual = stock(x)
+    assert len(actual) == len(expected) == 3
+    for got, want in zip(actual, expected, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_st_clstm_outputs_differ_from_its_states():

@@ -3,16 +3,22 @@
 Three cells share one layout of weights, the one of ``keras.layers.ConvLSTM2D``: a fused input
 ``kernel`` ``(kh, kw, channels, gates)``, a fused ``recurrent_kernel`` ``(kh, kw, filters, gates)``
 and one ``bias``, gates concatenated on the last axis in the order i, f, c, o, with a unit forget
-bias. Unlike Keras' cell, these do not convolve their inputs step by step: the layer calls
-:meth:`ConvLSTMCell.project_inputs` once on all time steps (one batched convolution), and the
-cell's ``call`` takes those input-to-gate maps for one step and adds only the recurrent
-convolution. A cell computes in ``compute_layout`` (see :func:`resolve_compute_format`);
-``data_format`` is the layout its layer receives and returns.
+bias. No weight depends on the layout the maths runs in.
+
+A cell's ``call(inputs, states)`` is one complete step on raw inputs, inputs and states in
+``data_format``, so a cell also runs inside a stock ``keras.layers.RNN``. It is made of two
+parts that our layers call separately: :meth:`ConvLSTMCell.project_inputs` (the input
+convolution, which the layer runs once on every step at once) and :meth:`ConvLSTMCell.step`
+(the recurrent part of one step). Both work in ``compute_layout``, resolved when the cell is
+built (see :func:`resolve_compute_format`), never stored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -23,6 +29,8 @@ __all__ = [
     "PeepholeConvLSTMCell",
     "RefineNet",
     "STConvLSTMCell",
+    "forced_layout",
+    "relayout",
     "resolve_compute_format",
     "standardize_format",
 ]
@@ -42,17 +50,54 @@ def standardize_format(value: str | None, name: str, default: str | None = None)
     return value
 
 
+_FORCED_LAYOUT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "forced_layout", default=None
+)
+
+
+@contextlib.contextmanager
+def forced_layout(layout: str | None) -> Iterator[None]:
+    """Within the block, cells and classifiers built with no ``compute_format`` use ``layout``.
+
+    For loading a saved model in a layout other than the host's (``None``: the host's choice).
+    """
+    token = _FORCED_LAYOUT.set(standardize_format(layout, "layout"))
+    try:
+        yield
+    finally:
+        _FORCED_LAYOUT.reset(token)
+
+
 def resolve_compute_format(compute_format: str | None, data_format: str) -> str:
     """The layout the maths runs in: as asked, else NHWC on a CPU-only host, else ``data_format``.
 
     TensorFlow's CPU convolutions are fast in channels_last and several times slower in
     channels_first; on a GPU cuDNN runs both, so the data's own layout saves the transposes.
+    The host is read from the visible physical devices, which does not start the TensorFlow
+    runtime: devices can still be configured afterwards.
     """
     if compute_format is not None:
         return compute_format
-    if tf.config.list_logical_devices("GPU"):
+    if _FORCED_LAYOUT.get() is not None:
+        return _FORCED_LAYOUT.get()
+    if tf.config.get_visible_devices("GPU"):
         return data_format
     return "channels_last"
+
+
+def frame_perm(source: str, target: str) -> tuple[int, int, int]:
+    """Permutation of a frame's three axes from layout ``source`` to ``target``."""
+    if source == target:
+        return (0, 1, 2)
+    return (1, 2, 0) if source == "channels_first" else (2, 0, 1)
+
+
+def relayout(frames, source: str, target: str, leading: int = 1):
+    """A tensor of frames after ``leading`` axes, from layout ``source`` to ``target``."""
+    if source == target:
+        return frames
+    perm = tuple(range(leading)) + tuple(a + leading for a in frame_perm(source, target))
+    return tf.transpose(frames, perm)
 
 
 def _standardize_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -83,8 +128,9 @@ class ConvLSTMCell(keras.layers.Layer):
         data_format: layout of the layer's inputs, outputs and states: ``"channels_first"``
             ``(batch, time, channels, rows, cols)`` (the default: the product's data) or
             ``"channels_last"``.
-        compute_format: layout the maths runs in; ``None`` picks per host at construction
-            (:func:`resolve_compute_format`) and is what ``get_config`` keeps.
+        compute_format: layout the maths runs in; ``None`` (the default, and what a saved
+            model should hold) picks per host when the cell is built
+            (:func:`resolve_compute_format`).
         activation, recurrent_activation, use_bias, kernel_initializer, recurrent_initializer,
         bias_initializer, unit_forget_bias: as in ``keras.layers.ConvLSTM2D``.
     """
@@ -126,7 +172,7 @@ class ConvLSTMCell(keras.layers.Layer):
             data_format, "data_format", keras.config.image_data_format()
         )
         self.compute_format = standardize_format(compute_format, "compute_format")
-        self.compute_layout = resolve_compute_format(self.compute_format, self.data_format)
+        self._compute_layout = None
         self.activation = activations.get(activation)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.use_bias = use_bias
@@ -140,6 +186,13 @@ class ConvLSTMCell(keras.layers.Layer):
     def output_filters(self) -> int:
         """Channels of the cell's output (the hidden state here)."""
         return self.filters
+
+    @property
+    def compute_layout(self) -> str:
+        """The layout the maths runs in, resolved on first use (by ``build`` at the latest)."""
+        if self._compute_layout is None:
+            self._compute_layout = resolve_compute_format(self.compute_format, self.data_format)
+        return self._compute_layout
 
     def gate_sizes(self) -> tuple[int, ...]:
         """Channels of the i, f, c and o gates, in the order they sit in the fused kernels."""
@@ -157,6 +210,7 @@ class ConvLSTMCell(keras.layers.Layer):
                 f"{self.data_format}, received: input_shape={tuple(input_shape)}"
             )
         self.input_dim = channels
+        self._compute_layout = resolve_compute_format(self.compute_format, self.data_format)
         self.output_spatial = tuple(
             _conv_length(n, k, s, d, self.padding)
             for n, k, s, d in zip(
@@ -238,11 +292,25 @@ class ConvLSTMCell(keras.layers.Layer):
         o = self.recurrent_activation(self.peephole(z_o, carry, "output_peephole"))
         return o, carry
 
-    def call(self, gate_inputs, states, training=False):
-        """One step in the compute layout: ``(h_t, [h_t, c_t])``."""
+    def step(self, gate_inputs, states, training=False):
+        """The recurrent part of one step, all in the compute layout: ``(h_t, [h_t, c_t])``.
+
+        ``gate_inputs`` is this step's slice of :meth:`project_inputs`.
+        """
         o, carry = self.lstm_update(gate_inputs, states)
         hidden = o * self.activation(carry)
         return hidden, [hidden, carry]
+
+    def call(self, inputs, states, training=False):
+        """One complete step on raw ``inputs`` ``(batch, ...)``, inputs and states in
+        ``data_format``, as ``keras.layers.RNN`` calls a cell: ``(output, new_states)``."""
+        outside, inside = self.data_format, self.compute_layout
+        gates = self.project_inputs(relayout(inputs, outside, inside))
+        states = [relayout(state, outside, inside) for state in states]
+        output, states = self.step(gates, states, training=training)
+        return relayout(output, inside, outside), [
+            relayout(state, inside, outside) for state in states
+        ]
 
     def frame_shape(self, channels: int, layout: str | None = None) -> tuple[int, int, int]:
         """Shape of one output-sized frame with ``channels`` channels in ``layout``."""
@@ -441,7 +509,7 @@ class STConvLSTMCell(ConvLSTMCell):
         channels = self.input_dim + self.filters
         self.refine.build((None, *self.frame_shape(channels, self.compute_layout)))
 
-    def call(self, gate_inputs, states, training=False):
+    def step(self, gate_inputs, states, training=False):
         o, carry = self.lstm_update(gate_inputs, states)
         joined = ops.concatenate([o, self.activation(carry)], axis=self.channel_axis)
         state, output = self.refine(joined, training=training)

@@ -5,7 +5,9 @@ Each layer is a ``keras.layers.RNN`` (which owns ``return_sequences``, ``return_
 two deliberate ways, both for speed:
 
 * the input-to-gate convolution of every step runs first, as one convolution over
-  ``batch * time`` frames; only the recurrent convolution stays inside the loop;
+  ``batch * time`` frames (the cell's ``project_inputs``); only the recurrent part (the cell's
+  ``step``) stays inside the loop. The cell's own ``call``, one complete step, is what a stock
+  ``keras.layers.RNN`` would run instead, with the same weights and numbers;
 * the sequence is transposed once per call into the cell's compute layout (channels_last on a
   CPU-only host, the data's own layout with a GPU) and time-major order, and the outputs and
   states once back; nothing is transposed per step.
@@ -24,32 +26,28 @@ from pipeline.model.cells import (
     ConvLSTMCell,
     PeepholeConvLSTMCell,
     STConvLSTMCell,
+    frame_perm,
+    relayout,
 )
 
 __all__ = ["ConvLSTM", "ConvRNN2D", "PeepholeConvLSTM", "STConvLSTM"]
 
 
-def _frame_perm(source: str, target: str) -> tuple[int, int, int]:
-    """Permutation of a frame's three axes from layout ``source`` to ``target``."""
-    if source == target:
-        return (0, 1, 2)
-    return (1, 2, 0) if source == "channels_first" else (2, 0, 1)
-
-
-def _relayout(frames, source: str, target: str):
-    """A ``(batch, ...)`` frame tensor from layout ``source`` to ``target``."""
-    if source == target:
-        return frames
-    return tf.transpose(frames, (0, *(axis + 1 for axis in _frame_perm(source, target))))
-
-
 def _swap_time(sequences, source: str, target: str):
     """``(a, b, frame)`` to ``(b, a, frame')``: batch- and time-major swap, with relayout."""
-    return tf.transpose(sequences, (1, 0, *(axis + 2 for axis in _frame_perm(source, target))))
+    return tf.transpose(sequences, (1, 0, *(axis + 2 for axis in frame_perm(source, target))))
+
+
+def _any_batch(tensor) -> tf.TensorShape:
+    return tf.TensorShape([None, *tensor.shape[1:]])
 
 
 def _run_steps(step, gates, states, output, keep_outputs: bool):
-    """Fold ``step`` over time-major ``gates``: ``(last output, all outputs or None, states)``."""
+    """Fold ``step`` over time-major ``gates``: ``(last output, all outputs or None, states)``.
+
+    The batch dimension is declared free in the loop, so a batch known statically (one trailer
+    in ``predict``) and one known only at run time give the same graph.
+    """
     steps = tf.shape(gates)[0]
     inputs = tf.TensorArray(gates.dtype, size=steps, element_shape=gates.shape[1:]).unstack(gates)
     collected = (
@@ -66,6 +64,12 @@ def _run_steps(step, gates, states, output, keep_outputs: bool):
         lambda t, *_: t < steps,
         body,
         (tf.constant(0), output, list(states), *collected),
+        shape_invariants=(
+            tf.TensorShape([]),
+            _any_batch(output),
+            [_any_batch(state) for state in states],
+            *(tf.TensorShape(None) for _ in collected),
+        ),
         maximum_iterations=steps,
     )
     return output, (collected[0].stack() if keep_outputs else None), states
@@ -164,15 +168,15 @@ class ConvRNN2D(keras.layers.RNN):
         gates = cell.project_inputs(tf.reshape(frames, (-1, *frames.shape[2:])))
         gates = tf.reshape(gates, [steps, batch, *gates.shape[1:]])
         last, outputs, states = _run_steps(
-            lambda inputs, states: cell(inputs, states, training=training),
+            lambda inputs, states: cell.step(inputs, states, training=training),
             gates,
-            [_relayout(state, outside, inside) for state in initial_state],
+            [relayout(state, outside, inside) for state in initial_state],
             cell.zero_output(batch),
             keep_outputs=self.return_sequences,
         )
-        last = _relayout(last, inside, outside)
+        last = relayout(last, inside, outside)
         outputs = last if outputs is None else _swap_time(outputs, inside, outside)
-        return last, outputs, [_relayout(state, inside, outside) for state in states]
+        return last, outputs, [relayout(state, inside, outside) for state in states]
 
     def get_config(self):
         config = super().get_config()
