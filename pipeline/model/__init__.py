@@ -1,7 +1,9 @@
 """The model: ConvLSTM cells and layers (Keras 3, TensorFlow backend) and the genre classifier.
 
 Importing this package registers every layer under the ``trailers`` package, so that
-``keras.saving.load_model`` reads a saved classifier with no ``custom_objects``.
+``keras.saving.load_model`` reads a saved classifier with no ``custom_objects``. Importing it,
+or constructing a layer, does not start the TensorFlow runtime: devices and distribution
+strategies can still be configured until weights are created.
 """
 
 from pipeline.model.cells import (
@@ -9,14 +11,17 @@ from pipeline.model.cells import (
     PeepholeConvLSTMCell,
     RefineNet,
     STConvLSTMCell,
+    forced_layout,
     resolve_compute_format,
 )
 from pipeline.model.classifier import (
     CELLS,
+    GenreClassifier,
     build_classifier,
     build_frame_baseline,
     build_network,
     reset_states,
+    streaming_twin,
 )
 from pipeline.model.layers import ConvLSTM, ConvRNN2D, PeepholeConvLSTM, STConvLSTM
 
@@ -25,6 +30,7 @@ __all__ = [
     "ConvLSTM",
     "ConvLSTMCell",
     "ConvRNN2D",
+    "GenreClassifier",
     "PeepholeConvLSTM",
     "PeepholeConvLSTMCell",
     "RefineNet",
@@ -33,6 +39,8 @@ __all__ = [
     "build_classifier",
     "build_frame_baseline",
     "build_network",
+    "forced_layout",
     "reset_states",
     "resolve_compute_format",
+    "streaming_twin",
 ]
