@@ -13,23 +13,25 @@ import importlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, ConfigError, PathsConfig, load_config
 from pipeline.errors import StageError
 from pipeline.noise import configure, quiet_stderr, silence_workers
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A subcommand: the module whose ``run`` it calls, what it does, reads and writes."""
+    """A subcommand: the module whose ``run`` it calls, what it does, and what it reads and
+    writes, in words built from the config's paths (so help and config never disagree)."""
 
     module: str
     help: str
-    reads: str
-    writes: str
+    reads: Callable[[PathsConfig], str]
+    writes: Callable[[PathsConfig], str]
     flags: dict[str, dict] = field(default_factory=dict)
 
 
@@ -37,22 +39,29 @@ STAGES: dict[str, Stage] = {
     "synth": Stage(
         "pipeline.synth",
         "generate the built-in demo corpus of procedural trailers",
-        reads="the config only",
-        writes="data/videos/trailer_<id>.mp4, data/annotations.csv, data/splits.csv",
+        reads=lambda paths: "the config only",
+        writes=lambda paths: f"{paths.video('<id>')}, {paths.annotations}, {paths.splits}",
     ),
     "decode": Stage(
         "pipeline.decode.run",
         "decode trailers into channels_first uint8 .npy shards",
-        reads="data/videos, data/annotations.csv, data/splits.csv (or decode.input_dir)",
-        writes="data/shards/ (shards, labels, manifest.jsonl), data/decode_report.json, "
-        "metrics/decode.json",
+        reads=lambda paths: (
+            f"{paths.videos}, {paths.annotations}, {paths.splits} (or decode.input_dir)"
+        ),
+        writes=lambda paths: (
+            f"{paths.shards}/ (shards, labels, {paths.manifest.name}), "
+            f"{paths.decode_report}, {paths.metrics('decode')}"
+        ),
     ),
     "validate": Stage(
         "pipeline.validate.run",
         "check the shards with TFDV: integrity, schema, drift and skew",
-        reads="data/shards/ (manifest.jsonl, shards, labels), configs/schema.pbtxt",
-        writes="outputs/validate/ (report.md, anomalies.json, shards.jsonl, statistics/), "
-        "metrics/validate.json",
+        reads=lambda paths: f"{paths.manifest}, the shards and labels it lists, {paths.schema}",
+        writes=lambda paths: (
+            f"{paths.stage_outputs('validate')}/ ({paths.validate_report.name}, "
+            f"{paths.anomalies.name}, {paths.shard_features.name}, statistics/), "
+            f"{paths.metrics('validate')}"
+        ),
         flags={
             "--update-schema": {
                 "action": "store_true",
@@ -70,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    paths = PathsConfig()
     for name, stage in STAGES.items():
         sub = subparsers.add_parser(
             name,
             help=stage.help,
-            description=f"{stage.help}.\n\nreads:  {stage.reads}\nwrites: {stage.writes}\n"
-            "(paths as in the default config; they follow its paths: section)",
+            description=f"{stage.help}.\n\nreads:  {stage.reads(paths)}\n"
+            f"writes: {stage.writes(paths)}\n(the default paths; a config's paths: section moves "
+            "them)",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.add_argument(

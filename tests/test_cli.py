@@ -11,6 +11,7 @@ from helpers import trailers
 
 from pipeline import __version__
 from pipeline.cli import STAGES
+from pipeline.config import PathsConfig
 
 
 def test_version():
@@ -26,8 +27,10 @@ def test_help_says_what_a_stage_reads_and_writes(stage):
         [sys.executable, "-m", "pipeline.cli", stage, "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    assert f"reads:  {STAGES[stage].reads}" in result.stdout
-    assert f"writes: {STAGES[stage].writes}" in result.stdout
+    paths = PathsConfig()
+    assert f"reads:  {STAGES[stage].reads(paths)}" in result.stdout
+    assert f"writes: {STAGES[stage].writes(paths)}" in result.stdout
+    assert str(paths.data) in result.stdout
 
 
 def test_library_noise_is_dropped_by_default_and_shown_with_v(tmp_path):
