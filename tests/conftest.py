@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-from helpers import smoke_config, trailers
+import os
+from pathlib import Path
+
+# Before any test imports TensorFlow: on CPUs without AVX-512 TensorFlow leaves oneDNN off and
+# then has no NCHW convolution, which the model tests force (subprocesses inherit it).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import pytest  # noqa: E402
+from helpers import path_overrides, smoke_config, trailers
 
 from pipeline.config import Config
 
@@ -21,3 +28,14 @@ def smoke_corpus(tmp_path_factory: pytest.TempPathFactory) -> Config:
     result = trailers("synth", f"paths.data_dir={config.paths.data}", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return config
+
+
+@pytest.fixture(scope="session")
+def validated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke corpus through ``trailers synth``, ``decode`` and ``validate``, all under the
+    returned folder (``data/``, ``outputs/``). Shared: train in a ``copy_corpus`` of it."""
+    root = tmp_path_factory.mktemp("validated")
+    for stage in ("synth", "decode", "validate"):
+        result = trailers(stage, *path_overrides(root), cwd=root)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root

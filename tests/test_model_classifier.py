@@ -3,10 +3,6 @@ training, saving, mixed precision, and the frame baseline."""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # NCHW convolutions on CPUs without AVX-512
-
 from pathlib import Path
 
 import keras
