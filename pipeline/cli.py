@@ -69,6 +69,26 @@ STAGES: dict[str, Stage] = {
             }
         },
     ),
+    "train": Stage(
+        "pipeline.train.stage",
+        "train the ConvLSTM classifier (or the per-frame baseline) and record the run in MLflow",
+        reads=lambda paths: (
+            f"{paths.manifest} and the train and val shards, {paths.anomalies} (must have passed)"
+        ),
+        writes=lambda paths: (
+            f"{paths.model('<model>')}/ (model.keras, model.json), "
+            f"{paths.train_outputs('<model>')}/history.csv, {paths.metrics('train_<model>')}, "
+            "an MLflow run"
+        ),
+        flags={
+            "--model": {
+                "choices": ["classifier", "baseline"],
+                "default": "classifier",
+                "help": "the ConvLSTM classifier (model.cell) or the per-frame baseline "
+                "(default: %(default)s)",
+            }
+        },
+    ),
 }
 COMMON = ("stage", "config", "set", "verbose", "quiet")
 

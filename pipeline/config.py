@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipeline import GENRES, SPLITS
 
@@ -126,6 +133,14 @@ class PathsConfig(_Section):
     @property
     def models(self) -> Path:
         return Path(self.models_dir)
+
+    def model(self, name: str) -> Path:
+        """A trained model's folder (``model.keras``, ``model.json``), e.g. ``models/baseline``."""
+        return self.models / name
+
+    def train_outputs(self, name: str) -> Path:
+        """One model's training history and, while it trains, its checkpoints."""
+        return self.stage_outputs("train") / name
 
     @property
     def schema(self) -> Path:
@@ -263,7 +278,6 @@ class TrainConfig(_Section):
     eval_window: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(1, ge=1)
-    shuffle_buffer: int = Field(256, ge=1)
     parallel_reads: int = Field(4, ge=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     epochs: int = Field(20, ge=1)
@@ -273,6 +287,16 @@ class TrainConfig(_Section):
     strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     jit_compile: bool = False
+
+    @field_validator("eval_batch_size")
+    @classmethod
+    def _whole_trailers_one_at_a_time(cls, value: int, info: ValidationInfo) -> int:
+        if value != 1 and info.data.get("eval_window") == 0:
+            raise ValueError(
+                "whole trailers (eval_window 0) differ in length and are scored one at a "
+                f"time: expected 1, got {value}"
+            )
+        return value
 
 
 class TrackingConfig(_Section):

@@ -23,17 +23,22 @@ def _umask() -> int:
 def remove_leftovers(folder: Path, name: str = "", recursive: bool = False) -> None:
     """Delete the temporary files of atomic writes (to ``name*`` in ``folder``) that a killed
     run left behind; a finished write never leaves one."""
-    pattern = f".{name}*.tmp"
+    pattern = f".{name}*.tmp*"
     for leftover in folder.rglob(pattern) if recursive else folder.glob(pattern):
         leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``, renamed onto it only if the block succeeds."""
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``, renamed onto it only if the block succeeds.
+
+    ``keep_suffix`` ends the temporary name with ``path``'s suffix too, for writers that
+    insist on it (Keras saves only to a name ending in ``.keras``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode

@@ -44,6 +44,10 @@ def configure(verbosity: int) -> None:
     if verbosity > 0:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # MLflow configures its own loggers at INFO (store migrations, experiment creation, the
+    # system metrics monitor starting and stopping) and draws a bar per artifact download.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for message in FUTURE_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
 

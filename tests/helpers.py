@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,15 @@ def path_overrides(root: Path, schema_file: Path = COMMITTED_SCHEMA) -> list[str
         f"paths.models_dir={root / 'models'}",
         f"paths.schema_file={schema_file}",
     ]
+
+
+def copy_corpus(source: Path, target: Path) -> Path:
+    """A copy of a corpus's data and outputs (``source`` as laid out by :func:`path_overrides`)
+    under ``target``, to change or train in; returns ``target``."""
+    for name in ("data", "outputs"):
+        if (source / name).exists():
+            shutil.copytree(source / name, target / name)
+    return target
 
 
 def trailers_command(stage: str, *args: str, config: Path = SMOKE_CONFIG) -> list[str]:

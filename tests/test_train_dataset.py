@@ -232,3 +232,14 @@ def test_broken_shard_is_named(tmp_path, breakage, message):
     with pytest.raises(StageError, match=message) as error:
         dataset.train_dataset(rows, tmp_path, config(), seed=0, split="train")
     assert str(shard) in str(error.value)
+
+
+def test_batches_split_evenly_between_replicas_with_weightless_padding(corpus):
+    rows, root = corpus
+    ds = dataset.eval_dataset(rows, root, config(augment=AugmentConfig()), "train", replicas=2)
+    for (frames, labels, weights), trailer_id in zip(ds.as_numpy_iterator(), "abc", strict=True):
+        expected_frames, _ = from_files(rows, root, trailer_id)
+        assert frames.shape[0] == 2 and weights.shape == (2, len(expected_frames), 1)
+        np.testing.assert_array_equal(frames[0], expected_frames)
+        assert not frames[1].any() and not any(labels[genre][1].any() for genre in labels)
+        assert weights[0].all() and not weights[1].any()

@@ -1,6 +1,6 @@
 """The train stage's MLflow record, against a real ``mlflow server`` started on 127.0.0.1.
 
-A two-epoch smoke fit of the classifier is tracked; the run is then read back through
+``trailers train`` runs two epochs on the validated smoke corpus; the run is then read back through
 ``MlflowClient`` (params, per-genre metric history, tags, dataset input, system metrics, model)
 and the model is loaded with ``mlflow.pyfunc.load_model`` in a fresh process that cannot import
 the repository's ``pipeline``. Plus where runs go (URI resolution) and failing fast when they
@@ -24,13 +24,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import SMOKE_CONFIG, copy_corpus, path_overrides, trailers
 from mlflow import MlflowClient
 
+import pipeline.model  # noqa: F401  registers the layers the saved model names
 from pipeline import GENRES
 from pipeline.config import PROJECT_ROOT, TrackingConfig, load_config
 from pipeline.errors import StageError
-from pipeline.manifest import ShardRow, read_manifest, write_manifest
-from pipeline.model import build_classifier
+from pipeline.manifest import read_manifest
 from pipeline.train import tracking
 
 SMOKE = load_config(PROJECT_ROOT / "configs" / "smoke.yaml")
@@ -96,87 +97,51 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def shard_rows() -> list[ShardRow]:
-    """Two train trailers and one val trailer, as decode writes them."""
-    return [
-        ShardRow(
-            shard=f"{trailer}/{index:05d}.npy",
-            labels=f"{trailer}/{index:05d}.labels.npy",
-            trailer_id=trailer,
-            split=split,
-            first_frame=8 * index,
-            frames=8,
-            fps=8.0,
-            channels=3,
-            height=FRAME[1],
-            width=FRAME[2],
-            source=f"videos/{trailer}.mp4",
-            source_duration_s=2.0,
-            sha256=f"{index:064x}",
-            labels_sha256=f"{index + 1:064x}",
-        )  # fmt: skip
-        for trailer, split in (("t0", "train"), ("t1", "train"), ("t2", "val"))
-        for index in range(2)
-    ]
-
-
-def fit_smoke(model: keras.Model) -> None:
-    """Two epochs on a seeded random batch, tracked by EpochMetricsLogger."""
-    rng = np.random.default_rng(SMOKE.seed)
-    frames = rng.integers(0, 256, (2, SMOKE.train.window, *FRAME), dtype=np.uint8)
-    labels = {g: rng.integers(0, 2, (2, SMOKE.train.window, 1)).astype("float32") for g in GENRES}
-    model.compile(
-        optimizer=keras.optimizers.Adam(SMOKE.train.learning_rate),
-        loss={genre: "binary_crossentropy" for genre in GENRES},
-        metrics={genre: [keras.metrics.AUC(curve="PR", name="auc_pr")] for genre in GENRES},
-        run_eagerly=True,  # tracing the train and test steps takes ~20 s on 2 cores, eager ~5 s
+@pytest.fixture(scope="module")
+def logged(
+    server: str, validated_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
+    """``trailers train`` on the validated smoke corpus, tracked by the server; what the tests
+    read back (with ``MLFLOW_TRACKING_URI`` set to the server meanwhile)."""
+    root = copy_corpus(validated_corpus, tmp_path_factory.mktemp("run"))
+    result = trailers(
+        "train",
+        *path_overrides(root),
+        f"tracking.tracking_uri={server}",
+        "train.epochs=2",
+        cwd=root,
     )
-    model.fit(
-        frames, labels, validation_data=(frames, labels), epochs=2, batch_size=2, verbose=0,
-        callbacks=[tracking.EpochMetricsLogger()],
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def logged(server: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> dict:
-    """A smoke training run tracked end to end; what the tests read back."""
-    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", server)
-    root = tmp_path_factory.mktemp("run")
-    manifest = root / "manifest.jsonl"
-    write_manifest(manifest, shard_rows())
-    report = root / "validate_report.json"
-    report.write_text(json.dumps({"ok": True}))
-    keras.utils.set_random_seed(SMOKE.seed)
-    model = build_classifier(SMOKE.model, FRAME)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name(SMOKE.tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id])
+    (model,) = client.search_logged_models([experiment.experiment_id])
     clip = np.random.default_rng(1).integers(0, 256, (1, 5, *FRAME), dtype=np.uint8)
-
-    tracking.require_reachable(server)
-    tags = tracking.run_tags(tf.distribute.get_strategy(), mixed_precision=False)
-    with tracking.start_run(SMOKE, run_name="smoke", tags=tags) as run:
-        fit_smoke(model)
-        tracking.log_dataset(manifest, read_manifest(manifest), "train")
-        model_path = root / "classifier.keras"
-        model.save(model_path)
-        decode = {key: getattr(SMOKE.decode, key) for key in ("fps", "height", "width", "aspect")}
-        model_uri = tracking.log_model(model_path, FRAME, decode, clip[:, :4])
-        tracking.log_artifacts([report], "validate")
-    expected = model(clip, training=False)
-    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    return {
-        "run_id": run.info.run_id,
-        "model_uri": model_uri,
-        "digest": digest,
-        "decode": decode,
-        "clip": clip,
-        "expected": {genre: np.asarray(expected[genre])[..., 0] for genre in GENRES},
-        "client": MlflowClient(server),
-    }
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    trained = keras.saving.load_model(root / "models" / "classifier" / "model.keras")
+    expected = trained(clip, training=False)
+    manifest = root / "data" / "shards" / "manifest.jsonl"
     with pytest.MonkeyPatch.context() as patch:
-        yield patch
+        patch.setenv("MLFLOW_TRACKING_URI", server)
+        yield {
+            "run_id": run.info.run_id,
+            "model_uri": f"models:/{model.model_id}",
+            "digest": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+            "train_rows": sum(row.split == "train" for row in read_manifest(manifest)),
+            "params": {
+                **tracking.flatten_params(SMOKE.model_dump(mode="json", by_alias=True)),
+                **tracking.flatten_params(
+                    {"paths": load_config(SMOKE_CONFIG, path_overrides(root)).paths.model_dump()}
+                ),
+                "tracking.tracking_uri": server,
+                "train.epochs": "2",
+            },
+            "decode": {
+                key: getattr(SMOKE.decode, key) for key in ("fps", "height", "width", "aspect")
+            },
+            "clip": clip,
+            "expected": {genre: np.asarray(expected[genre])[..., 0] for genre in GENRES},
+            "client": client,
+        }
 
 
 @pytest.mark.slow
@@ -185,9 +150,9 @@ def test_every_config_value_is_a_param(logged: dict) -> None:
     assert params["train.window"] == str(SMOKE.train.window)
     assert params["decode.fps"] == "8.0"
     assert params["validate.drift_features"] == '["frame_brightness"]'
-    assert params["tracking.tracking_uri"] == "null"
+    assert params["train.epochs"] == "2"  # the --set override, as the run resolved it
     assert params["train.augment.horizontal_flip"] == "true"
-    assert params == tracking.flatten_params(SMOKE.model_dump(mode="json", by_alias=True))
+    assert params == logged["params"]
 
 
 @pytest.mark.slow
@@ -228,7 +193,7 @@ def test_dataset_input_is_the_split_rows(logged: dict) -> None:
     dataset = inputs[0].dataset
     assert dataset.name == "shards-train"
     assert logged["digest"].startswith(dataset.digest)
-    assert json.loads(dataset.profile)["num_rows"] == 4  # 2 train trailers x 2 shards
+    assert json.loads(dataset.profile)["num_rows"] == logged["train_rows"]
     assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "train"
 
 
@@ -245,7 +210,7 @@ def test_model_and_artifacts_are_logged(logged: dict) -> None:
 
     client = logged["client"]
     validate = [a.path for a in client.list_artifacts(logged["run_id"], "validate")]
-    assert validate == ["validate/validate_report.json"]
+    assert validate == ["validate/report.md", "validate/schema.pbtxt"]
     info = mlflow.models.get_model_info(logged["model_uri"])
     assert info.run_id == logged["run_id"]
     assert info.metadata["decode"] == logged["decode"]

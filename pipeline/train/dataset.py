@@ -12,7 +12,7 @@ in :data:`pipeline.GENRES` order, the classifier's output names.
 start, length, flip) is drawn in NumPy from an epoch key that ``Dataset.random(seed,
 rerandomize_each_iteration=True)`` gives: the same seed gives the same sequence of epochs, each
 iteration of the dataset a new epoch. The plan is a full permutation of every window of every
-trailer (so ``train.shuffle_buffer`` is not needed: there is nothing to buffer but indices). A
+trailer (so there is no shuffle buffer: nothing to buffer but indices). A
 ``map`` with ``num_parallel_calls=train.parallel_reads`` reads windows through
 ``tf.numpy_function(..., stateful=False)``; NumPy drops the GIL while it copies the mapped pages,
 so several shards are read at once, and ``deterministic=True`` keeps the plan's order. The
@@ -248,8 +248,35 @@ def genre_heads(frames: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[s
     return frames, {genre: labels[..., i : i + 1] for i, genre in enumerate(GENRES)}
 
 
-def _finish(batches: tf.data.Dataset, batch_size: int, count: int) -> tf.data.Dataset:
+def _pad_rows(tensor: tf.Tensor, missing: tf.Tensor) -> tf.Tensor:
+    paddings = tf.concat([[[0, missing]], tf.zeros((tensor.shape.rank - 1, 2), tf.int32)], 0)
+    return tf.ensure_shape(tf.pad(tensor, paddings), (None, *tensor.shape[1:]))
+
+
+def split_evenly(replicas: int):
+    """A map that pads each batch with all-zero windows to a multiple of ``replicas`` and adds
+    per-frame sample weights ``(batch, time, 1)``: 1 on real frames, 0 on the padding.
+
+    ``tf.distribute`` splits a global batch between replicas; a batch smaller than that (the
+    last one, or one whole trailer) would leave a replica empty and the all-reduce fails.
+    Weighted to zero, the padding changes neither the loss nor the weighted metrics.
+    """
+
+    def pad(frames: tf.Tensor, labels: dict[str, tf.Tensor]):
+        missing = tf.math.floormod(-tf.shape(frames)[0], replicas)
+        weights = _pad_rows(tf.ones_like(labels[GENRES[0]]), missing)
+        padded = {genre: _pad_rows(heads, missing) for genre, heads in labels.items()}
+        return _pad_rows(frames, missing), padded, weights
+
+    return pad
+
+
+def _finish(
+    batches: tf.data.Dataset, batch_size: int, count: int, replicas: int
+) -> tf.data.Dataset:
     batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
+    if replicas > 1:
+        batches = batches.map(split_evenly(replicas))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -261,8 +288,12 @@ def train_dataset(
     train: TrainConfig,
     seed: int,
     split: str | None = None,
+    replicas: int = 1,
 ) -> tf.data.Dataset:
-    """Shuffled, augmented training batches; each iteration is a new epoch, fixed by ``seed``."""
+    """Shuffled, augmented training batches; each iteration is a new epoch, fixed by ``seed``.
+
+    With ``replicas`` > 1 every batch splits evenly between them (:func:`split_evenly`).
+    """
     corpus = Corpus(rows, shards_dir, split)
     lengths = corpus.lengths
     count = sum(windows_per_trailer(int(n), train.window, train.stride) for n in lengths)
@@ -278,7 +309,7 @@ def train_dataset(
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     plan = keys.map(plan_epoch).unbatch()
     batches = _read_batches(plan, corpus, train.batch_size, train.window, train.parallel_reads)
-    return _finish(batches, train.batch_size, count)
+    return _finish(batches, train.batch_size, count, replicas)
 
 
 def eval_plan(lengths: np.ndarray, eval_window: int) -> np.ndarray:
@@ -296,9 +327,14 @@ def eval_plan(lengths: np.ndarray, eval_window: int) -> np.ndarray:
 
 
 def eval_dataset(
-    rows: Sequence[ShardRow], shards_dir: Path, train: TrainConfig, split: str | None = None
+    rows: Sequence[ShardRow],
+    shards_dir: Path,
+    train: TrainConfig,
+    split: str | None = None,
+    replicas: int = 1,
 ) -> tf.data.Dataset:
-    """Evaluation batches in manifest order: whole trailers or ``train.eval_window`` windows."""
+    """Evaluation batches in manifest order: whole trailers or ``train.eval_window`` windows
+    (split evenly between ``replicas``, as in :func:`train_dataset`)."""
     if train.eval_window == 0 and train.eval_batch_size != 1:
         raise ValueError(
             "train.eval_batch_size: whole trailers (train.eval_window 0) differ in length and "
@@ -311,7 +347,7 @@ def eval_dataset(
     window = train.eval_window or None
     plan_rows = tf.data.Dataset.from_tensor_slices(plan)
     batches = _read_batches(plan_rows, corpus, train.eval_batch_size, window, train.parallel_reads)
-    return _finish(batches, train.eval_batch_size, len(plan))
+    return _finish(batches, train.eval_batch_size, len(plan), replicas)
 
 
 def positive_frequencies(

@@ -30,8 +30,14 @@ def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
     if choice == "default":
         return tf.distribute.get_strategy()
     if choice == "mirrored":
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
+        if gpus:
+            return tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
+        # Collective all-reduce between logical CPUs can pair synchronized batch norm's
+        # reductions with the gradients' and abort; reducing on one device keeps them apart.
+        cpus = tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(
+            [cpu.name for cpu in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     if "TF_CONFIG" not in os.environ:
         raise StageError(
             "train.strategy: multi_worker needs TF_CONFIG (the cluster and this worker's task)"

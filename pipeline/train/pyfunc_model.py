@@ -1,7 +1,8 @@
 """The genre classifier as an MLflow pyfunc: uint8 frames in, one timeline per genre out.
 
-The logged model carries the ``pipeline`` package in its ``code_paths``, and MLflow puts that
-copy on ``sys.path`` before it unpickles this wrapper, so a process that has never imported
+Logged as code (MLflow's "models from code": this file is the model, nothing is pickled): the
+logged model carries this file and the ``pipeline`` package in its ``code_paths``, and MLflow
+puts that copy on ``sys.path`` before it runs this file, so a process that has never imported
 ``pipeline`` (or that runs outside the repository) loads the model with
 ``mlflow.pyfunc.load_model`` alone. Importing :mod:`pipeline.model` registers the custom layers,
 which is what lets ``keras.saving.load_model`` read the ``.keras`` file.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 
@@ -41,3 +43,6 @@ class GenreTimelineModel(mlflow.pyfunc.PythonModel):
         # length, and predict() failed on a batch of one with this model (model issue).
         outputs = self.model(frames, training=False)
         return {genre: np.asarray(outputs[genre], dtype=np.float32)[..., 0] for genre in GENRES}
+
+
+mlflow.models.set_model(GenreTimelineModel())

@@ -1,20 +1,20 @@
 """``trailers train``: fit the ConvLSTM classifier, or the per-frame baseline, on the shards.
 
-Reads the manifest and shards (train and val splits) and validate's verdict; writes, under
-``outputs/train/<model>/``: ``model.keras`` (float32, loads on any host), ``model.json`` (the
-decode settings the model was trained on, for predict), ``metrics.json`` (DVC metrics) and
-``history.csv`` (one row per epoch, DVC plots). Every run is an MLflow run.
+Reads the manifest and shards (train and val splits) and validate's verdict; writes
+``models/<model>/model.keras`` (float32, loads on any host), ``models/<model>/model.json`` (the
+decode settings the model was trained on, for predict), ``metrics/train_<model>.json`` (DVC
+metrics) and ``outputs/train/<model>/history.csv`` (one row per epoch, DVC plots). Every run is
+an MLflow run.
 
-A killed run resumes from its last finished epoch (``checkpoints/``, removed when training ends).
+A killed run resumes from its last finished epoch: ``outputs/train/<model>/checkpoints/`` holds
+it while the model trains and is removed when training ends.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,9 +23,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import GENRES
-from pipeline.config import Config, ModelConfig, TrainConfig
+from pipeline.config import Config, ModelConfig, PathsConfig, TrainConfig
 from pipeline.errors import StageError
-from pipeline.io import read_json, write_json
+from pipeline.io import atomic_path, read_json, write_json
 from pipeline.manifest import ManifestError, ShardRow, read_manifest
 from pipeline.model import build_classifier, build_frame_baseline
 from pipeline.train import dataset, tracking
@@ -43,18 +43,16 @@ BUILDERS: dict[str, Callable[[ModelConfig, tuple[int, int, int]], keras.Model]] 
 """``--model`` -> how to build it: the ConvLSTM (``model.cell``) or the per-frame baseline."""
 
 
-def require_validated(validate_dir: Path) -> None:
+def require_validated(paths: PathsConfig) -> None:
     """Stop unless the last ``trailers validate`` passed."""
-    verdict = read_json(validate_dir / "anomalies.json")
+    verdict = read_json(paths.anomalies)
     if verdict is None:
-        raise StageError(f"{validate_dir / 'anomalies.json'}: not found (run `trailers validate`)")
+        raise StageError(f"{paths.anomalies}: not found (run `trailers validate`)")
     if not verdict["passed"]:
         errors = [a for a in verdict["anomalies"] if a["severity"] == "ERROR"]
         named = "; ".join(f"{a['check']} {a['split']}/{a['feature']}" for a in errors[:3])
         more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
-        raise StageError(
-            f"the data failed validation ({named}{more}): see {validate_dir / 'report.md'}"
-        )
+        raise StageError(f"the data failed validation ({named}{more}): see {paths.validate_report}")
 
 
 def split_rows(rows: list[ShardRow], split: str, manifest: Path) -> list[ShardRow]:
@@ -101,7 +99,8 @@ def compile_model(net: keras.Model, train: TrainConfig, frequencies: np.ndarray 
             genre: genre_loss(None if frequencies is None else frequencies[index])
             for index, genre in enumerate(GENRES)
         },
-        metrics={
+        # Weighted: the padding that splits a batch evenly between replicas weighs nothing.
+        weighted_metrics={
             genre: [
                 keras.metrics.AUC(curve="PR", name="auc_pr"),
                 keras.metrics.Precision(name="precision"),
@@ -203,41 +202,48 @@ def export_model(
     keras.mixed_precision.set_global_policy("float32")
     model = BUILDERS[kind](config.model, frame_shape)
     model.set_weights(weights)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         model.save(tmp)
-        Path(tmp).chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
-def summary(history: list[dict[str, float]]) -> dict:
+def summary(history: list[dict[str, float]]) -> dict[str, float]:
+    """The numbers ``dvc metrics show`` prints: the best epoch's, by :data:`MONITOR`."""
     best = max(history, key=lambda epoch: epoch[MONITOR])
     return {
         "epochs": len(history),
         "best_epoch": int(best["epoch"]) + 1,
         MONITOR: round(best[MONITOR], 4),
         "val_loss": round(best["val_loss"], 4),
-        "val_auc_pr": {genre: round(best[f"val_{genre}_auc_pr"], 4) for genre in GENRES},
     }
+
+
+def read_rows(config: Config) -> tuple[list[ShardRow], list[ShardRow]]:
+    """The manifest's train and val rows."""
+    manifest = config.paths.manifest
+    try:
+        rows = read_manifest(manifest)
+    except (FileNotFoundError, ManifestError) as exc:
+        raise StageError(f"{manifest}: {exc} (run `trailers decode`)") from None
+    return split_rows(rows, "train", manifest), split_rows(rows, "val", manifest)
+
+
+def prepare(out: Path) -> bool:
+    """Whether a killed run left an epoch to resume from; if not, clear its leftovers."""
+    resuming = (out / "checkpoints" / "backup" / "training_metadata.json").is_file()
+    if not resuming:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / "history.csv").unlink(missing_ok=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return resuming
 
 
 def run(config: Config, model: str = "classifier") -> None:
     """Train ``model`` (classifier or baseline) and record the run in MLflow."""
     paths, train = config.paths, config.train
-    out = paths.outputs / "train" / model
-    require_validated(paths.outputs / "validate")
-    try:
-        rows = read_manifest(paths.manifest)
-    except (FileNotFoundError, ManifestError) as exc:
-        raise StageError(f"{paths.manifest}: {exc} (run `trailers decode`)") from None
-    train_rows = split_rows(rows, "train", paths.manifest)
-    val_rows = split_rows(rows, "val", paths.manifest)
+    require_validated(paths)
+    train_rows, val_rows = read_rows(config)
     settings = decode_settings(config, train_rows + val_rows)
-    uri = tracking.tracking_uri(config.tracking)
-    tracking.require_reachable(uri)
+    tracking.require_reachable(tracking.tracking_uri(config.tracking))
 
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(train)
@@ -257,48 +263,41 @@ def run(config: Config, model: str = "classifier") -> None:
         net = BUILDERS[model](config.model, frame_shape)
         compile_model(net, train, frequencies)
 
-    out.mkdir(parents=True, exist_ok=True)
-    resuming = (out / "checkpoints" / "backup" / "training_metadata.json").is_file()
-    if not resuming:
-        (out / "history.csv").unlink(missing_ok=True)
-        (out / "checkpoints" / "best.weights.h5").unlink(missing_ok=True)
+    out = paths.train_outputs(model)
+    resuming = prepare(out)
     tags = {**tracking.run_tags(strategy, mixed), "model": model}
     run_id_file = out / "checkpoints" / "mlflow_run_id"
     if resuming and run_id_file.is_file():
         tags["resumed_from"] = run_id_file.read_text().strip()
     with tracking.start_run(config, run_name=model, tags=tags) as mlflow_run:
-        run_id_file.parent.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(mlflow_run.info.run_id)
         tracking.log_dataset(paths.manifest, train_rows, "train")
+        replicas = strategy.num_replicas_in_sync
         net.fit(
-            dataset.train_dataset(train_rows, paths.shards, train, config.seed),
-            validation_data=dataset.eval_dataset(val_rows, paths.shards, train),
+            dataset.train_dataset(train_rows, paths.shards, train, config.seed, replicas=replicas),
+            validation_data=dataset.eval_dataset(val_rows, paths.shards, train, replicas=replicas),
             epochs=train.epochs,
             callbacks=training_callbacks(train, out, resuming),
             shuffle=False,  # the dataset shuffles, by seed
             verbose=0,
         )
         net.load_weights(out / "checkpoints" / "best.weights.h5")
-        export_model(model, config, frame_shape, net.get_weights(), out / "model.keras")
-        history = read_history(out / "history.csv")
-        write_json(out / "metrics.json", summary(history))
-        write_json(
-            out / "model.json",
-            {
-                "model": model,
-                "cell": config.model.cell if model == "classifier" else None,
-                "genres": list(GENRES),
-                "frame_shape": list(frame_shape),
-                "decode": settings,
-                "mlflow_run_id": mlflow_run.info.run_id,
-            },
-        )
-        tracking.log_model(
-            out / "model.keras", frame_shape, settings, example_clip(train_rows, paths.shards)
-        )
-        tracking.log_artifacts(
-            [paths.outputs / "validate" / "report.md", Path(paths.schema_file)], "validate"
-        )
+        folder = paths.model(model)
+        folder.mkdir(parents=True, exist_ok=True)
+        export_model(model, config, frame_shape, net.get_weights(), folder / "model.keras")
+        card = {
+            "model": model,
+            "cell": config.model.cell if model == "classifier" else None,
+            "genres": list(GENRES),
+            "frame_shape": list(frame_shape),
+            "decode": settings,
+            "mlflow_run_id": mlflow_run.info.run_id,
+        }
+        write_json(folder / "model.json", card)
+        write_json(paths.metrics(f"train_{model}"), summary(read_history(out / "history.csv")))
+        example = example_clip(train_rows, paths.shards)
+        tracking.log_model(folder / "model.keras", frame_shape, settings, example)
+        tracking.log_artifacts([paths.validate_report, paths.schema], "validate")
     shutil.rmtree(out / "checkpoints")
 
 

@@ -37,7 +37,8 @@ from pipeline import GENRES
 from pipeline.config import PROJECT_ROOT, Config, TrackingConfig
 from pipeline.errors import StageError
 from pipeline.manifest import ShardRow
-from pipeline.train.pyfunc_model import KERAS_ARTIFACT, GenreTimelineModel
+from pipeline.train import pyfunc_model
+from pipeline.train.pyfunc_model import KERAS_ARTIFACT
 
 __all__ = [
     "MODEL_NAME",
@@ -297,7 +298,7 @@ def log_model(
     """
     info = mlflow.pyfunc.log_model(
         name=name,
-        python_model=GenreTimelineModel(),
+        python_model=pyfunc_model.__file__,
         artifacts={KERAS_ARTIFACT: str(model_path)},
         code_paths=[str(PROJECT_ROOT / "pipeline")],
         pip_requirements=model_requirements(),

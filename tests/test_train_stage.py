@@ -1,0 +1,155 @@
+"""`trailers train` for real: the smoke corpus decoded and validated, then trained in a process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import copy_corpus, path_overrides, trailers_command
+
+from pipeline import GENRES
+
+
+def trailers(root: Path, stage: str, *args: str) -> list[str]:
+    """``trailers <stage>`` on the smoke config with every path, and MLflow's store, in ``root``."""
+    store = f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"
+    return trailers_command(stage, *path_overrides(root), store, *args)
+
+
+def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(trailers(root, *args), capture_output=True, text=True, check=False)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def corpus(validated_corpus: Path, tmp_path: Path) -> Path:
+    return copy_corpus(validated_corpus, tmp_path)
+
+
+def history(root: Path, model: str = "classifier") -> list[dict[str, str]]:
+    lines = (root / "outputs" / "train" / model / "history.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["classifier", "baseline"])
+def test_training_lowers_the_loss_and_writes_a_model_that_loads(corpus: Path, model: str):
+    run(corpus, "train", f"--model={model}", "train.epochs=4")
+
+    epochs = history(corpus, model)
+    assert [int(row["epoch"]) for row in epochs] == [0, 1, 2, 3]
+    assert float(epochs[-1]["loss"]) < float(epochs[0]["loss"])
+    out = corpus / "models" / model
+    card = json.loads((out / "model.json").read_text())
+    assert card["decode"] == {"fps": 8.0, "height": 32, "width": 32, "aspect": "letterbox"}
+    assert card["genres"] == list(GENRES)
+    metrics = json.loads((corpus / "metrics" / f"train_{model}.json").read_text())
+    assert 1 <= metrics["best_epoch"] <= 4 and 0 <= metrics["val_macro_auc_pr"] <= 1
+    assert not (corpus / "outputs" / "train" / model / "checkpoints").exists()
+
+    # A fresh process: the file alone (plus the registered layers) gives a working model.
+    check = (
+        "import sys, numpy as np, keras, pipeline.model; "
+        "m = keras.saving.load_model(sys.argv[1]); "
+        "out = m.predict(np.zeros((1, 7, 3, 32, 32), 'uint8'), verbose=0); "
+        "print(sorted(out), out['comedy'].shape)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", check, str(out / "model.keras")], capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert f"{sorted(GENRES)} (1, 7, 1)" in loaded.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_at_the_next_epoch(corpus: Path):
+    backup = corpus / "outputs" / "train" / "classifier" / "checkpoints" / "backup"
+    process = subprocess.Popen(
+        trailers(corpus, "train", "train.epochs=50", "train.early_stopping_patience=0"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while not (backup / "training_metadata.json").is_file():
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    done = json.loads((backup / "training_metadata.json").read_text())["epoch"]
+    assert 1 <= done < 50  # the kill landed after the first epoch and before the last
+
+    resumed = run(corpus, "train", f"train.epochs={done + 1}")
+    assert f"epoch {done + 1}/{done + 1}: loss" in resumed.stderr
+    assert "epoch 1/" not in resumed.stderr
+    assert [int(row["epoch"]) for row in history(corpus)] == list(range(done + 1))
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_on_two_logical_cpus(corpus: Path):
+    script = (
+        "import sys, tensorflow as tf; "
+        "cpu = tf.config.list_physical_devices('CPU')[0]; "
+        "tf.config.set_logical_device_configuration("
+        "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+        "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = trailers(corpus, "train", "train.strategy=mirrored", "train.epochs=1")
+    result = subprocess.run(
+        [sys.executable, "-c", script, *command[3:]], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replicas" in result.stderr
+    assert (corpus / "models" / "classifier" / "model.keras").is_file()
+
+
+def test_train_refuses_data_that_failed_validation(corpus: Path):
+    verdict_path = corpus / "outputs" / "validate" / "anomalies.json"
+    verdict = json.loads(verdict_path.read_text())
+    verdict["passed"] = False
+    verdict["anomalies"] = [
+        {
+            "check": "integrity",
+            "split": "train",
+            "feature": "sha256",
+            "expected": "a",
+            "found": "b",
+            "shards": ["train/x.npy"],
+            "severity": "ERROR",
+        }
+    ]
+    verdict_path.write_text(json.dumps(verdict))
+    result = run(corpus, "train", check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "integrity train/sha256" in message and "report.md" in message
+    assert not (corpus / "outputs" / "train").exists()
+
+
+def test_an_unreachable_tracking_server_fails_fast_naming_it(corpus: Path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    result = run(corpus, "train", f"tracking.tracking_uri={uri}", check=False)
+    assert result.returncode == 1
+    assert uri in result.stderr.strip().splitlines()[-1]
+    assert time.monotonic() - started < 60
+    assert not (corpus / "outputs" / "train").exists()
+
+
+def test_train_refuses_shards_decoded_with_other_settings(corpus: Path):
+    result = run(corpus, "train", "decode.fps=4.0", check=False)
+    assert result.returncode == 1
+    assert "rerun decode" in result.stderr.strip().splitlines()[-1]
+    assert not (corpus / "outputs" / "train").exists()
