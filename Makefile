@@ -6,11 +6,14 @@ UV_VERSION := 0.13.8
 CONFIG ?= configs/pipeline.yaml
 STAMP := $(VENV)/.installed
 TRAILERS := $(BIN)/trailers
+MLFLOW_PORT ?= 5000
+# The store `trailers train` logs to by default (tracking.tracking_uri: null, no MLFLOW_TRACKING_URI).
+MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 # dvc runs each stage's `trailers ...` command: it must find the venv's scripts first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-fast lint run synth decode validate bench-decode bench-model clean
+.PHONY: help setup lock test test-fast lint run synth decode validate train ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,11 +55,24 @@ decode: $(STAMP) ## Decode trailers into channels_first .npy shards (data/shards
 validate: $(STAMP) ## Check the shards with TFDV (integrity, schema, drift); fails on any error
 	$(TRAILERS) validate --config $(CONFIG)
 
+train: $(STAMP) ## Train the ConvLSTM classifier and the per-frame baseline (models/, MLflow runs)
+	$(TRAILERS) train --config $(CONFIG) --model classifier
+	$(TRAILERS) train --config $(CONFIG) --model baseline
+
+ui: $(STAMP) ## Browse the MLflow runs: the UI on the project's store at 127.0.0.1 (port MLFLOW_PORT=5000)
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)  (store $(MLFLOW_STORE); Ctrl-C stops it)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
+		--backend-store-uri $(MLFLOW_STORE) --artifacts-destination $(abspath mlruns) \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
 bench-decode: $(STAMP) ## Decode speed vs the ffmpeg CLI and PyAV, and 2 workers vs 1
 	$(BIN)/python benchmarks/decode.py
 
 bench-model: $(STAMP) ## Classifier train step vs keras ConvLSTM2D (channels_first and channels_last)
 	$(BIN)/python benchmarks/model.py
+
+bench-input: $(STAMP) ## tf.data input pipeline vs raw memory-mapped reads and the train step
+	$(BIN)/python benchmarks/input.py
 
 clean: ## Remove generated data, outputs and models; keeps git-tracked files, .venv and DVC's cache
 	git clean -fdX data outputs models mlruns

@@ -22,7 +22,11 @@ BIN = Path(sys.executable).parent
 
 
 def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": str(BIN) + os.pathsep + os.environ["PATH"]}
+    env = {
+        **os.environ,
+        "PATH": str(BIN) + os.pathsep + os.environ["PATH"],
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
     result = subprocess.run(
         [str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True, check=False
     )
@@ -30,8 +34,14 @@ def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
+def stage_names(project: Path = ROOT) -> list[str]:
+    """dvc.yaml's stages, ``foreach`` ones expanded (``train@classifier``)."""
+    with Repo(str(project)) as repo:
+        return [stage.addressing for stage in repo.index.stages]
+
+
 def ran(result: subprocess.CompletedProcess) -> set[str]:
-    return {stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout}
+    return {stage for stage in stage_names() if f"Running stage '{stage}'" in result.stdout}
 
 
 def set_params(config: Path, **changes: object) -> None:
@@ -59,7 +69,7 @@ def project(tmp_path: Path) -> Path:
 @pytest.mark.timeout(900)
 def test_dvc_reruns_exactly_what_changed(project: Path):
     first = dvc(project, "repro")
-    assert ran(first) == set(STAGES)
+    assert ran(first) == set(stage_names())
     assert (project / "data" / "shards" / "manifest.jsonl").stat().st_size > 0
     metrics = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     files = metrics[""]["data"]
@@ -93,14 +103,16 @@ def test_dvc_reruns_exactly_what_changed(project: Path):
     )
     assert ran(dvc(project, "repro")) == set()
 
-    manifest = project / "pipeline" / "manifest.py"  # imported by decode and validate only
+    trained = {"train@classifier", "train@baseline"}
+    manifest = project / "pipeline" / "manifest.py"  # imported by all but synth
     manifest.write_text(manifest.read_text() + "\n# a change to code the stages import\n")
     status = json.loads(dvc(project, "status", "--json").stdout)
-    assert set(status) == {"decode", "validate"}, status
+    assert set(status) == {"decode", "validate", *trained}, status
 
     set_params(config, **{"decode.fps": 4.0})
-    changed = dvc(project, "repro")
+    changed = dvc(project, "repro", "validate")
     assert ran(changed) == {"decode", "validate"}
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == trained
 
 
 def imported_files(module: str) -> set[Path]:
@@ -123,7 +135,8 @@ def dvc_stages() -> dict[str, dict]:
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_each_stage_depends_on_all_the_code_it_runs(stage: str):
-    deps = [Path(dep) for dep in dvc_stages()[stage]["deps"]]
+    spec = dvc_stages()[stage]
+    deps = [Path(dep) for dep in spec.get("do", spec)["deps"]]
     missing = [
         str(path)
         for path in imported_files(STAGES[stage].module)
@@ -140,15 +153,25 @@ def test_dvc_paths_are_the_configs_paths():
         "synth": {paths.videos, paths.annotations, paths.splits},
         "decode": {paths.shards, paths.decode_report, paths.metrics("decode")},
         "validate": {paths.stage_outputs("validate"), paths.metrics("validate")},
+        **{
+            f"train@{model}": {
+                paths.model(model),
+                paths.metrics(f"train_{model}"),
+                paths.train_outputs(model) / "history.csv",
+            }
+            for model in ("classifier", "baseline")
+        },
     }
     expected_data_deps = {
         "synth": set(),
         "decode": {paths.videos, paths.annotations, paths.splits},
         "validate": {paths.shards, paths.schema},
+        "train@classifier": {paths.shards, paths.stage_outputs("validate")},
+        "train@baseline": {paths.shards, paths.stage_outputs("validate")},
     }
     with Repo(str(ROOT)) as repo:
-        stages = {stage.name: stage for stage in repo.index.stages}
-        assert set(stages) == set(STAGES)
+        stages = {stage.addressing: stage for stage in repo.index.stages}
+        assert {name.partition("@")[0] for name in stages} == set(STAGES)
         for name, stage in stages.items():
             assert {Path(out.def_path) for out in stage.outs} == expected_outs[name], name
             data_deps = {
