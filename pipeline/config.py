@@ -299,6 +299,33 @@ class TrainConfig(_Section):
         return value
 
 
+class TimelineConfig(_Section):
+    """How per-frame probabilities are read as a timeline (predict's outputs, evaluate's
+    segments and trailer-level scores)."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)  # a frame shows a genre above this probability
+    min_segment_s: float = Field(0.0, ge=0)  # shorter runs above the threshold are dropped
+    trailer_top_fraction: float = Field(0.25, gt=0, le=1)  # trailer score: mean of the top frames
+
+
+class PredictConfig(_Section):
+    """``trailers predict``: any video through the streaming model, chunk by chunk."""
+
+    chunk_frames: int = Field(64, ge=1)  # frames decoded and fed to the model at a time
+    html: bool = True  # also write the timeline viewer page
+
+
+class EvaluateConfig(_Section):
+    """``trailers evaluate``: per-genre metrics of each trained model on a labelled split."""
+
+    split: Literal["val", "test"] = "test"
+    segment_iou: float = Field(0.5, gt=0, le=1)  # a predicted segment matches a true one at this
+    example_timelines: int = Field(4, ge=0)  # test trailers drawn as truth-against-prediction
+    register_model: bool = False  # register the ConvLSTM in the MLflow Model Registry
+    registered_model_name: str = "trailer-genres"
+    alias: str = "champion"
+
+
 class TrackingConfig(_Section):
     """MLflow tracking: where runs go and what they are called.
 
@@ -323,6 +350,9 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    timeline: TimelineConfig = Field(default_factory=TimelineConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
