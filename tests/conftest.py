@@ -10,7 +10,7 @@ from pathlib import Path
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import pytest  # noqa: E402
-from helpers import path_overrides, smoke_config, trailers
+from helpers import copy_corpus, path_overrides, smoke_config, tracked_paths, trailers
 
 from pipeline.config import Config
 
@@ -37,5 +37,16 @@ def validated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("validated")
     for stage in ("synth", "decode", "validate"):
         result = trailers(stage, *path_overrides(root), cwd=root)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_corpus(validated_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the validated corpus with both models trained by ``trailers train`` (2 smoke
+    epochs each), MLflow's store at ``<root>/mlflow.db``. Shared: read it, or copy it."""
+    root = copy_corpus(validated_corpus, tmp_path_factory.mktemp("trained"))
+    for model in ("classifier", "baseline"):
+        result = trailers("train", f"--model={model}", *tracked_paths(root), cwd=root)
         assert result.returncode == 0, result.stderr[-3000:]
     return root

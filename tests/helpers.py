@@ -32,6 +32,11 @@ def path_overrides(root: Path, schema_file: Path = COMMITTED_SCHEMA) -> list[str
     ]
 
 
+def tracked_paths(root: Path) -> list[str]:
+    """:func:`path_overrides` plus an MLflow store of its own at ``<root>/mlflow.db``."""
+    return [*path_overrides(root), f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"]
+
+
 def copy_corpus(source: Path, target: Path) -> Path:
     """A copy of a corpus's data and outputs (``source`` as laid out by :func:`path_overrides`)
     under ``target``, to change or train in; returns ``target``."""
