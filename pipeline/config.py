@@ -9,6 +9,7 @@ names the file and the dotted key.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -336,6 +337,18 @@ class TrackingConfig(_Section):
     tracking_uri: str | None = None
     experiment: str = "trailer-genres"
     system_metrics_interval_s: float = Field(1.0, gt=0)
+
+
+def tracking_uri(tracking: TrackingConfig) -> str:
+    """The config's URI, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<project>/mlflow.db``.
+
+    Here, not in the train stage: predict and evaluate read models and runs from the same store.
+    """
+    return (
+        tracking.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    )
 
 
 class Config(_Section):

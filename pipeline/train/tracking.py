@@ -34,7 +34,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from pipeline import GENRES
-from pipeline.config import PROJECT_ROOT, Config, TrackingConfig
+from pipeline.config import PROJECT_ROOT, Config, tracking_uri
 from pipeline.errors import StageError
 from pipeline.manifest import ShardRow
 from pipeline.train import pyfunc_model
@@ -63,15 +63,6 @@ MODEL_NAME = "model"
 
 _MAX_DIGEST = 36
 """MLflow stores a dataset digest in 36 characters at most (``MAX_DATASET_DIGEST_SIZE``)."""
-
-
-def tracking_uri(tracking: TrackingConfig) -> str:
-    """The config's URI, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<project>/mlflow.db``."""
-    return (
-        tracking.tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    )
 
 
 def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
