@@ -21,6 +21,7 @@ from pipeline.model.classifier import (
     build_frame_baseline,
     build_network,
     reset_states,
+    stacked_outputs,
     streaming_twin,
 )
 from pipeline.model.layers import ConvLSTM, ConvRNN2D, PeepholeConvLSTM, STConvLSTM
@@ -42,5 +43,6 @@ __all__ = [
     "forced_layout",
     "reset_states",
     "resolve_compute_format",
+    "stacked_outputs",
     "streaming_twin",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "build_frame_baseline",
     "build_network",
     "reset_states",
+    "stacked_outputs",
     "streaming_twin",
 ]
 
@@ -282,9 +283,9 @@ def streaming_twin(
     twin.set_weights(model.get_weights())
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (batch_size, check_frames, *model.frames_shape), dtype=np.uint8)
-    whole = _stacked(model(clip, training=False))
+    whole = stacked_outputs(model(clip, training=False))
     chunks = [
-        _stacked(twin(clip[:, start : start + chunk_frames], training=False))
+        stacked_outputs(twin(clip[:, start : start + chunk_frames], training=False))
         for start in range(0, check_frames, chunk_frames)
     ]
     reset_states(twin)
@@ -297,5 +298,6 @@ def streaming_twin(
     return twin
 
 
-def _stacked(outputs: dict) -> np.ndarray:
+def stacked_outputs(outputs: dict) -> np.ndarray:
+    """The model's ``{genre: (batch, time, 1)}`` as one ``(batch, time, 6)`` array (GENRES)."""
     return np.concatenate([np.asarray(outputs[genre]) for genre in GENRES], axis=-1)
