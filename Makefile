@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-fast lint run synth decode validate train ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast lint run synth decode validate train ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,10 +33,21 @@ lock: ## Re-resolve requirements.lock after editing pyproject.toml
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock \
 		--custom-compile-command "make lock"
 
-test: $(STAMP) ## Run the test suite (smoke config, minutes on 2 cores)
+# The viewer tests drive Debian's chromium through Playwright, so nothing is downloaded at test time.
+browser: ## Install chromium for the viewer tests when missing (apt-get, as root); else they skip
+	@command -v chromium >/dev/null && exit 0; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "browser: installing Debian's chromium for the viewer tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "browser: apt-get could not install chromium: the viewer tests will skip"; \
+	else \
+		echo "browser: no chromium, and no apt-get run as root to install it: the viewer tests will skip"; \
+	fi
+
+test: $(STAMP) browser ## Run the test suite (smoke config, minutes on 2 cores)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP) ## Run the tests not marked slow (seconds to a minute), for development
+test-fast: $(STAMP) browser ## Run the tests not marked slow (seconds to a minute), for development
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP) ## ruff check + format check
