@@ -23,6 +23,8 @@
   const TICK_SPACING_PX = 90;
   const TICK_STEPS_S = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
   const TIME_EPSILON = 1e-6; // a time k / fps that floating point puts a hair before column k
+  const SEGMENT_ROW_PX = 24;
+  const SEGMENT_ROWS_BEYOND = 10; // rows made above and below those in sight
 
   const data = JSON.parse(document.getElementById("timeline-data").textContent);
   const genres = data.genres;
@@ -41,6 +43,7 @@
   const sliderValue = document.getElementById("threshold-value");
   const segmentCount = document.getElementById("segment-count");
   const segmentList = document.getElementById("segment-list");
+  const segmentRows = document.getElementById("segment-rows");
   const pan = document.getElementById("pan");
   const status = document.getElementById("status");
 
@@ -49,8 +52,8 @@
     first: 0, // first visible column (fractional when zoomed)
     count: frames, // visible columns
     playhead: -1,
-    time: 0,
     segments: [],
+    current: [], // indices of the segments the playhead is in
   };
 
   function decodeBase64(text) {
@@ -78,9 +81,15 @@
   }
 
   function formatTime(seconds, decimals) {
-    const minutes = Math.floor(seconds / 60);
-    const rest = (seconds - minutes * 60).toFixed(decimals);
-    return `${minutes}:${rest.padStart(decimals > 0 ? 3 + decimals : 2, "0")}`;
+    const scale = 10 ** decimals;
+    const total = Math.round(seconds * scale) / scale;
+    const hours = Math.floor(total / 3600);
+    const minutes = Math.floor((total - hours * 3600) / 60);
+    const rest = (total - hours * 3600 - minutes * 60).toFixed(decimals);
+    const secondsText = rest.padStart(decimals > 0 ? 3 + decimals : 2, "0");
+    return hours > 0
+      ? `${hours}:${String(minutes).padStart(2, "0")}:${secondsText}`
+      : `${minutes}:${secondsText}`;
   }
 
   function columnAt(time) {
@@ -282,7 +291,6 @@
 
   // Playhead: the column of the time on screen, drawn over every lane.
   function showPlayhead(time) {
-    state.time = time;
     state.playhead = columnAt(time);
     const visible = state.playhead >= state.first && state.playhead < state.first + state.count;
     if (!visible && !video.paused) {
@@ -324,19 +332,38 @@
     }
   }
 
-  // Segment list: one button per segment, seeking to its start.
+  // Segment list: one button per segment, seeking to its start. Only the rows in sight (and a few
+  // beyond) exist: a film's list holds thousands, and laying out 12,000 buttons took seconds.
   function showSegments() {
     state.segments = computeSegments(state.threshold);
+    const count = state.segments.length;
     sliderValue.textContent = state.threshold.toFixed(2);
-    segmentCount.textContent = `${state.segments.length} segment${state.segments.length === 1 ? "" : "s"} above the threshold`;
-    segmentList.replaceChildren(...state.segments.map(segmentItem));
-    markCurrentSegments();
+    segmentCount.textContent = `${count} segment${count === 1 ? "" : "s"} above the threshold`;
+    segmentRows.style.height = `${count * SEGMENT_ROW_PX}px`;
+    state.current = currentSegments();
+    renderSegmentRows();
   }
 
-  function segmentItem(segment) {
-    const item = document.createElement("li");
+  function renderSegmentRows() {
+    const top = segmentList.scrollTop;
+    const first = Math.max(0, Math.floor(top / SEGMENT_ROW_PX) - SEGMENT_ROWS_BEYOND);
+    const stop = Math.min(
+      state.segments.length,
+      Math.ceil((top + segmentList.clientHeight) / SEGMENT_ROW_PX) + SEGMENT_ROWS_BEYOND,
+    );
+    const rows = document.createDocumentFragment();
+    for (let index = first; index < stop; index += 1) rows.appendChild(segmentRow(index));
+    segmentRows.replaceChildren(rows);
+  }
+
+  function segmentRow(index) {
+    const segment = state.segments[index];
     const button = document.createElement("button");
     button.type = "button";
+    button.dataset.index = String(index);
+    button.style.top = `${index * SEGMENT_ROW_PX}px`;
+    button.style.height = `${SEGMENT_ROW_PX}px`;
+    button.classList.toggle("current", state.current.includes(index));
     const parts = [
       ["segment-genre", segment.genre],
       ["segment-time", `${formatTime(segment.start_s, 2)}–${formatTime(segment.end_s, 2)}`],
@@ -353,16 +380,22 @@
       video.pause();
       seekColumn(segment.first);
     });
-    item.appendChild(button);
-    return item;
+    return button;
+  }
+
+  function currentSegments() {
+    const current = [];
+    state.segments.forEach((segment, index) => {
+      if (state.playhead >= segment.first && state.playhead < segment.stop) current.push(index);
+    });
+    return current;
   }
 
   function markCurrentSegments() {
-    const items = segmentList.children;
-    state.segments.forEach((segment, index) => {
-      const current = state.playhead >= segment.first && state.playhead < segment.stop;
-      items[index].classList.toggle("current", current);
-    });
+    state.current = currentSegments();
+    for (const row of segmentRows.children) {
+      row.classList.toggle("current", state.current.includes(Number(row.dataset.index)));
+    }
   }
 
   // Hover: the time and every genre's probability (and label) of the column under the pointer.
@@ -488,6 +521,8 @@
   video.src = data.video;
   showSegments();
   new ResizeObserver(resize).observe(timeline);
+  new ResizeObserver(renderSegmentRows).observe(segmentList);
+  segmentList.addEventListener("scroll", renderSegmentRows);
   resize();
   showPlayhead(0);
 
