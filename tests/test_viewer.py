@@ -230,7 +230,9 @@ def test_threshold_slider_changes_the_segment_list(site: Site, visit) -> None:
     wait_for_time(page, expected[2]["start_s"])
 
 
-def test_keys_play_pause_and_step_one_sample(site: Site, visit) -> None:
+def test_keys_play_pause_and_step_one_sample_and_playback_moves_the_playhead(
+    site: Site, visit
+) -> None:
     page = visit(site.page("plain.html")).page
     seek(page, 1.0)
     page.keyboard.press("ArrowRight")
@@ -239,9 +241,15 @@ def test_keys_play_pause_and_step_one_sample(site: Site, visit) -> None:
     page.keyboard.press("ArrowLeft")
     wait_for_time(page, 1.0 - 1 / FPS)
     page.keyboard.press(" ")
-    page.wait_for_function("!document.getElementById('video').paused")
+    # The playhead follows playback frame by frame (requestVideoFrameCallback), not only seeks.
+    page.wait_for_function(
+        "(column) => !document.getElementById('video').paused && viewer.playheadColumn() >= column",
+        arg=round(1.5 * FPS),
+    )
     page.keyboard.press(" ")
     page.wait_for_function("document.getElementById('video').paused")
+    paused_at = page.evaluate("document.getElementById('video').currentTime")
+    assert page.evaluate("viewer.playheadColumn()") == math.floor(paused_at * FPS)
 
 
 def test_zoom_and_pan_keep_columns_under_the_pointer(site: Site, visit) -> None:
