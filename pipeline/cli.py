@@ -89,6 +89,31 @@ STAGES: dict[str, Stage] = {
             }
         },
     ),
+    "predict": Stage(
+        "pipeline.predict.run",
+        "genre timelines of any videos, streamed through the trained model chunk by chunk",
+        reads=lambda paths: (
+            f"VIDEO..., {paths.model('classifier')}/ (model.keras, model.json) or --model"
+        ),
+        writes=lambda paths: (
+            f"{paths.stage_outputs('predict')}/ (or --out): <name>.timeline.csv, <name>.json, "
+            "<name>.png, <name>.html (predict.html)"
+        ),
+        flags={
+            "videos": {"nargs": "+", "metavar": "VIDEO", "help": "video files to predict"},
+            "--model": {
+                "metavar": "PATH|URI",
+                "help": "a .keras file, its folder (model.json beside it) or an MLflow model URI "
+                "(runs:/<id>/model, models:/<name>@<alias>, models:/m-<id>); default: the "
+                "trained classifier",
+            },
+            "--out": {"metavar": "DIR", "help": "where the outputs go (default: see writes)"},
+            "--html": {
+                "action": argparse.BooleanOptionalAction,
+                "help": "write the timeline viewer page too (default: predict.html)",
+            },
+        },
+    ),
 }
 COMMON = ("stage", "config", "set", "verbose", "quiet")
 

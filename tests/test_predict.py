@@ -1,0 +1,136 @@
+"""The predict stage: streaming equals whole-sequence inference, real videos in, three outputs per
+video out, the same timelines through an MLflow model URI, and bad videos failing alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import smoke_config, trailers_command
+from media import bigbuckbunny
+
+from pipeline import GENRES
+from pipeline.model import stacked_outputs
+from pipeline.predict.models import load
+from pipeline.predict.outputs import output_names
+from pipeline.predict.stream import StreamingModel, prefetched
+from pipeline.video import Geometry, probe, read_frames
+
+pytestmark = pytest.mark.slow  # every test needs the trained smoke models
+
+
+def predict(root: Path, *args: str, out: Path, html: bool = False) -> subprocess.CompletedProcess:
+    """``trailers predict ARGS...`` (flags and videos) with the trained corpus's models and
+    MLflow store."""
+    command = trailers_command(
+        "predict",
+        f"paths.models_dir={root / 'models'}",
+        f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        "--html" if html else "--no-html",
+        f"--out={out}",
+    )
+    return subprocess.run([*command, *args], cwd=root, capture_output=True, text=True, check=False)
+
+
+def smoke_video(root: Path) -> Path:
+    return sorted((root / "data" / "videos").glob("*.mp4"))[0]
+
+
+def sampled(video: Path, decode: dict, chunk_frames: int):
+    """The decode stage's sampling and chunks of ``video`` at a model's decode settings."""
+    source = probe(video)
+    geometry = Geometry.fit(
+        source.width, source.height, decode["width"], decode["height"], decode["aspect"]
+    )
+    return read_frames(video, decode["fps"], geometry, chunk_frames)
+
+
+def read_timeline(path: Path) -> tuple[list[str], np.ndarray]:
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], np.array(rows[1:], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def predicted(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One ``trailers predict`` run: a real 720p clip, a text file named .mp4, a smoke trailer."""
+    work = tmp_path_factory.mktemp("predict")
+    bad = work / "broken.mp4"
+    bad.write_text("not a video\n")
+    videos = [bigbuckbunny(), bad, smoke_video(trained_corpus)]
+    result = predict(trained_corpus, *map(str, videos), out=work / "out", html=True)
+    return work / "out", videos, result
+
+
+def test_streamed_chunks_equal_the_whole_sequence(trained_corpus: Path) -> None:
+    loaded = load(str(trained_corpus / "models" / "classifier"), smoke_config(trained_corpus))
+    decode = json.loads((trained_corpus / "models" / "classifier" / "model.json").read_text())
+    video = smoke_video(trained_corpus)
+    _, chunks = sampled(video, decode["decode"], chunk_frames=5)
+    streamed = StreamingModel(loaded.network).timeline(prefetched(chunks))
+    _, whole_chunks = sampled(video, decode["decode"], chunk_frames=10_000)
+    frames = np.concatenate(list(whole_chunks))
+    whole = stacked_outputs(loaded.network(frames[None], training=False))[0]
+    assert streamed.shape == (len(frames), len(GENRES)) and len(frames) > 5
+    assert np.abs(streamed - whole).max() <= 1e-5
+
+
+def test_a_real_video_gives_a_timeline_per_sampled_frame(predicted) -> None:
+    out, videos, _ = predicted
+    name = "bigbuckbunny"
+    for suffix in (".timeline.csv", ".json", ".png", ".html"):
+        assert (out / f"{name}{suffix}").is_file(), suffix
+    summary = json.loads((out / f"{name}.json").read_text())
+    sampling, chunks = sampled(videos[0], summary["decode"], chunk_frames=1)
+    chunks.close()
+    header, table = read_timeline(out / f"{name}.timeline.csv")
+    assert header == ["time_s", *GENRES]
+    assert len(table) == len(sampling.times) == summary["frames"]
+    np.testing.assert_allclose(table[:, 0], sampling.times, atol=1e-6)
+    assert ((table[:, 1:] >= 0) & (table[:, 1:] <= 1)).all()
+    assert set(summary["trailer_scores"]) == set(GENRES)
+    assert set(summary["genres_present"]) <= set(GENRES)
+    for segment in summary["segments"]:
+        assert 0 <= segment["start_s"] < segment["end_s"] <= summary["duration_s"]
+    assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_bad_video_fails_alone(predicted) -> None:
+    out, videos, result = predicted
+    bad = str(videos[1])
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if bad in line]
+    assert len(lines) == 2, result.stderr  # the video's own line and the stage's summary
+    assert "not a readable video" in lines[0] and "Traceback" not in result.stderr
+    assert not list(out.glob("broken*"))
+    assert (out / f"{videos[2].stem}.timeline.csv").is_file()
+
+
+def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: Path) -> None:
+    out, videos, _ = predicted
+    card = json.loads((trained_corpus / "models" / "classifier" / "model.json").read_text())
+    uri = f"runs:/{card['mlflow_run_id']}/model"
+    through_uri = out.parent / "through_uri"
+    result = predict(trained_corpus, f"--model={uri}", str(videos[2]), out=through_uri)
+    assert result.returncode == 0, result.stderr[-2000:]
+    name = f"{videos[2].stem}.timeline.csv"
+    assert (through_uri / name).read_text() == (out / name).read_text()
+    assert json.loads((through_uri / f"{videos[2].stem}.json").read_text())["model"] == uri
+
+
+def test_output_names_are_safe_and_unique() -> None:
+    videos = [Path("a/clip.mp4"), Path("b/clip.mp4"), Path("c/my clip;rm.mov"), Path("d/.mp4")]
+    assert output_names(videos) == ["clip", "clip-2", "my_clip_rm", "mp4"]
+
+
+def test_an_unknown_model_uri_is_one_line(trained_corpus: Path, tmp_path: Path) -> None:
+    result = predict(
+        trained_corpus, "--model=runs:/0123456789abcdef/model", str(bigbuckbunny()), out=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("trailers predict: runs:/0123")
+    assert "Traceback" not in result.stderr
