@@ -287,6 +287,7 @@ def test_index_lists_viewers_worst_first_with_relative_links(site: Site, visit) 
         ViewerEntry("unscored", site.page("plain.html"), None),
         ViewerEntry(HOSTILE_NAME, site.page("labelled.html"), 0.2),
         ViewerEntry("middling", site.page("plain.html"), 0.5),
+        ViewerEntry("no positives", site.page("plain.html"), math.nan),
     ]
     write_index(index, entries)
     assert "../pages/labelled.html" in index.read_text()
@@ -294,7 +295,13 @@ def test_index_lists_viewers_worst_first_with_relative_links(site: Site, visit) 
     assert visited.errors == [] and all(url.startswith("file://") for url in visited.requests)
     page = visited.page
     links = page.eval_on_selector_all("a", "links => links.map(a => [a.textContent, a.href])")
-    assert [name for name, _ in links] == [HOSTILE_NAME, "middling", "good", "unscored"]
+    assert [name for name, _ in links] == [
+        HOSTILE_NAME,
+        "middling",
+        "good",
+        "no positives",
+        "unscored",
+    ]
     assert links[0][1] == site.page("labelled.html").as_uri()
     page.locator("a").first.click()
     page.wait_for_url(site.page("labelled.html").as_uri())

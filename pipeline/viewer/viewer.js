@@ -138,10 +138,12 @@
     addLabel(genre, colours[index], row, "lane-label");
     const lane = { genre: index, canvas: addCanvas("lane", row), truth: null };
     lane.canvas.dataset.genre = genre;
+    lane.canvas.setAttribute("aria-label", `${genre}: probability per sample`);
     if (truth !== null) {
       addLabel("labels", null, row + 1, "lane-label truth");
       lane.truth = addCanvas("truth", row + 1);
       lane.truth.dataset.genre = genre;
+      lane.truth.setAttribute("aria-label", `${genre}: labelled samples`);
     }
     return lane;
   });
@@ -152,6 +154,7 @@
   function addCanvas(kind, row) {
     const canvas = document.createElement("canvas");
     canvas.className = kind;
+    canvas.setAttribute("role", "img");
     canvas.style.gridRow = String(row);
     timeline.appendChild(canvas);
     return canvas;
