@@ -48,7 +48,6 @@ file cannot apply: the policy is set to ``DATA`` explicitly (each worker keeps e
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,26 +60,10 @@ from pipeline import GENRES
 from pipeline.config import TrainConfig
 from pipeline.errors import StageError
 from pipeline.manifest import ShardRow
+from pipeline.shards import by_trailer, check_contiguous, check_shape, map_npy
 
 OPEN_SHARDS = 64
 """Memory maps kept open per dataset (each holds a file descriptor)."""
-
-
-def _map_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise StageError(f"{path}: shard file missing (run `trailers decode`)") from None
-    except ValueError as exc:
-        raise StageError(f"{path}: not a .npy array ({exc})") from None
-
-
-def _check_shape(path: Path, array: np.ndarray, shape: tuple[int, ...], dtype: str) -> None:
-    if array.shape != shape or array.dtype != np.dtype(dtype):
-        raise StageError(
-            f"{path}: expected {dtype} {shape} as the manifest says, "
-            f"found {array.dtype} {array.shape}"
-        )
 
 
 @dataclass(frozen=True)
@@ -113,12 +96,12 @@ class Corpus:
     def __init__(self, rows: Sequence[ShardRow], shards_dir: Path, split: str | None) -> None:
         rows = _split_rows(rows, split)
         self.frame_shape = _frame_shape(rows)
-        self.trailers = tuple(_trailer(group, Path(shards_dir)) for group in _by_trailer(rows))
-        self._map = functools.lru_cache(maxsize=OPEN_SHARDS)(_map_npy)
+        self.trailers = tuple(_trailer(group, Path(shards_dir)) for group in by_trailer(rows))
+        self._map = functools.lru_cache(maxsize=OPEN_SHARDS)(map_npy)
         for row in rows:
             frames, labels = Path(shards_dir) / row.shard, Path(shards_dir) / row.labels
-            _check_shape(frames, self._map(frames), (row.frames, *self.frame_shape), "uint8")
-            _check_shape(labels, self._map(labels), (row.frames, len(GENRES)), "uint8")
+            check_shape(frames, self._map(frames), (row.frames, *self.frame_shape), "uint8")
+            check_shape(labels, self._map(labels), (row.frames, len(GENRES)), "uint8")
 
     @property
     def lengths(self) -> np.ndarray:
@@ -166,18 +149,8 @@ def _frame_shape(rows: Sequence[ShardRow]) -> tuple[int, int, int]:
     return next(iter(shapes))
 
 
-def _by_trailer(rows: Sequence[ShardRow]) -> list[list[ShardRow]]:
-    ordered = sorted(rows, key=lambda row: (row.trailer_id, row.first_frame))
-    return [list(group) for _, group in itertools.groupby(ordered, lambda row: row.trailer_id)]
-
-
 def _trailer(rows: list[ShardRow], shards_dir: Path) -> Trailer:
-    for before, after in itertools.pairwise(rows):
-        if after.first_frame != before.first_frame + before.frames:
-            raise StageError(
-                f"{after.shard}: starts at frame {after.first_frame}, expected "
-                f"{before.first_frame + before.frames} (after {before.shard})"
-            )
+    check_contiguous(rows)
     return Trailer(
         trailer_id=rows[0].trailer_id,
         shards=tuple(shards_dir / row.shard for row in rows),
@@ -196,7 +169,7 @@ def window_count(rows: Sequence[ShardRow], train: TrainConfig, split: str | None
     rows = _split_rows(rows, split)
     return sum(
         windows_per_trailer(sum(row.frames for row in group), train.window, train.stride)
-        for group in _by_trailer(rows)
+        for group in by_trailer(rows)
     )
 
 
@@ -358,8 +331,8 @@ def positive_frequencies(
     positives, frames = np.zeros(len(GENRES)), 0
     for row in rows:
         path = Path(shards_dir) / row.labels
-        labels = _map_npy(path)
-        _check_shape(path, labels, (row.frames, len(GENRES)), "uint8")
+        labels = map_npy(path)
+        check_shape(path, labels, (row.frames, len(GENRES)), "uint8")
         positives += labels.sum(axis=0, dtype=np.int64)
         frames += row.frames
     return positives / frames
