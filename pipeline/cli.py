@@ -26,13 +26,15 @@ from pipeline.noise import configure, quiet_stderr, silence_workers
 @dataclass(frozen=True)
 class Stage:
     """A subcommand: the module whose ``run`` it calls, what it does, and what it reads and
-    writes, in words built from the config's paths (so help and config never disagree)."""
+    writes, in words built from the config's paths (so help and config never disagree);
+    ``dvc``: whether it is a stage of ``dvc.yaml`` (predict is not: it reads the user's videos)."""
 
     module: str
     help: str
     reads: Callable[[PathsConfig], str]
     writes: Callable[[PathsConfig], str]
     flags: dict[str, dict] = field(default_factory=dict)
+    dvc: bool = True
 
 
 STAGES: dict[str, Stage] = {
@@ -113,6 +115,7 @@ STAGES: dict[str, Stage] = {
                 "help": "write the timeline viewer page too (default: predict.html)",
             },
         },
+        dvc=False,
     ),
 }
 COMMON = ("stage", "config", "set", "verbose", "quiet")

@@ -30,7 +30,8 @@ def test_help_says_what_a_stage_reads_and_writes(stage):
     paths = PathsConfig()
     assert f"reads:  {STAGES[stage].reads(paths)}" in result.stdout
     assert f"writes: {STAGES[stage].writes(paths)}" in result.stdout
-    assert str(paths.data) in result.stdout
+    if STAGES[stage].dvc:  # the pipeline's stages; predict reads the user's videos
+        assert str(paths.data) in result.stdout
 
 
 def test_library_noise_is_dropped_by_default_and_shown_with_v(tmp_path):
