@@ -209,10 +209,25 @@ class BeamConfig(_Section):
 
 
 class DecodeConfig(_Section):
-    """Video -> channels_first uint8 shards (``trailers decode``)."""
+    """Video -> channels_first uint8 shards (``trailers decode``).
+
+    ``input_dir`` is the videos folder (null: ``<data_dir>/videos``): every video in it with
+    ``source: folder``, the files that ``annotations.csv``'s ``video`` column names (relative
+    to it) otherwise. ``video_extensions`` are the files taken for videos (any other file is
+    listed as skipped in the report); ``remux_formats`` are containers (PyAV format names)
+    copied into Matroska before decord reads them, as decord misplaces their frames;
+    ``verify`` is how a rerun checks the shards it keeps (``size_mtime``: size, and the hash
+    only when the modification time moved; ``sha256``: always the hash).
+    """
 
     source: Literal["annotations", "folder"] = "annotations"
     input_dir: str | None = None
+    video_extensions: tuple[str, ...] = (
+        ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".mpg",
+        ".mpeg", ".wmv", ".flv", ".3gp", ".ogv",
+    )  # fmt: skip
+    remux_formats: tuple[str, ...] = ("mpegts", "mpeg")
+    verify: Literal["size_mtime", "sha256"] = "size_mtime"
     fps: float = Field(8.0, gt=0, le=120)
     height: int = Field(64, ge=8, le=2160)
     width: int = Field(64, ge=8, le=3840)
@@ -224,6 +239,14 @@ class DecodeConfig(_Section):
     stall_timeout_s: float = Field(120.0, gt=0)
     worker_max_videos: int = Field(50, ge=0)
     max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("video_extensions")
+    @classmethod
+    def _extensions(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in values if not (v.startswith(".") and len(v) > 1 and v == v.lower())]
+        if bad or not values:
+            raise ValueError(f"expected lower-case extensions such as '.mp4', got {list(values)}")
+        return values
 
 
 class ValidateConfig(_Section):

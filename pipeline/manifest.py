@@ -24,7 +24,13 @@ class ManifestError(ValueError):
 class ShardRow:
     """One shard: uint8 frames ``(frames, channels, height, width)`` and, if labelled, its
     multi-hot labels ``(frames, len(GENRES))``; frame ``i`` is the trailer's sampled frame
-    ``first_frame + i``, at ``(first_frame + i) / fps`` seconds."""
+    ``first_frame + i``, at ``(first_frame + i) / fps`` seconds.
+
+    ``video`` is the source's path relative to the videos folder, as the user named it;
+    ``label_level`` says how the trailer was labelled: ``segment`` (timed segments, at least
+    one), ``trailer`` (only whole-trailer labels: every frame carries the trailer's genres, weak
+    frame labels) or None (unlabelled). Both are optional on reading: manifests written before
+    them lack them."""
 
     shard: str
     labels: str | None
@@ -40,6 +46,8 @@ class ShardRow:
     source_duration_s: float
     sha256: str
     labels_sha256: str | None
+    video: str | None = None
+    label_level: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> ShardRow:
@@ -49,17 +57,21 @@ class ShardRow:
         missing = [key for key in KEYS if key not in data]
         if missing:
             raise ManifestError(f"no {', '.join(missing)}")
-        unknown = sorted(set(data) - set(KEYS))
+        unknown = sorted(set(data) - set(KEYS) - set(OPTIONAL_KEYS))
         if unknown:
             raise ManifestError(f"unknown key {', '.join(unknown)}")
         for field in dataclasses.fields(cls):
-            value = data[field.name]
+            value = data.get(field.name)
             if not _fits(value, field.type):
                 raise ManifestError(f"{field.name}: expected {field.type}, got {value!r}")
         if data["frames"] < 1 or data["first_frame"] < 0 or data["fps"] <= 0:
             raise ManifestError(
                 f"expected frames >= 1, first_frame >= 0 and fps > 0, got frames "
                 f"{data['frames']}, first_frame {data['first_frame']}, fps {data['fps']}"
+            )
+        if data.get("label_level") not in LABEL_LEVELS:
+            raise ManifestError(
+                f"label_level: expected one of {LABEL_LEVELS}, got {data['label_level']!r}"
             )
         return cls(**data)
 
@@ -71,8 +83,15 @@ class ShardRow:
         return self.labels is not None
 
 
-KEYS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(ShardRow))
-"""Every key of a manifest row, in declaration order."""
+KEYS: tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(ShardRow) if field.default is dataclasses.MISSING
+)
+"""The keys every manifest row has, in declaration order."""
+OPTIONAL_KEYS: tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(ShardRow) if field.name not in KEYS
+)
+"""Keys added later: a manifest written before them lacks them."""
+LABEL_LEVELS = ("segment", "trailer", None)
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),

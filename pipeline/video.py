@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import math
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,29 @@ def _duration(container: av.container.InputContainer, stream: av.VideoStream) ->
     return None
 
 
+def decord_readable(path: str | Path, remux_formats: tuple[str, ...], folder: Path) -> Path:
+    """``path``, or a copy of its video stream in a Matroska file in ``folder`` when its container
+    is one of ``remux_formats`` (PyAV format names). decord seeks badly in containers without an
+    index: measured on PyAV-written 2 s clips, an MPEG-TS file gave frames 32, 33, ... 49 and
+    then 49 repeated for frames 0 to 49, an MPEG-PS (.mpg) file timestamps of -1e14 s; their
+    Matroska copies decode exactly. Packets are copied, not re-encoded."""
+    try:
+        with av.open(str(path)) as source:
+            if not set(source.format.name.split(",")) & set(remux_formats):
+                return Path(path)
+            copy_path = folder / "remuxed.mkv"
+            stream = source.streams.video[0]
+            with av.open(str(copy_path), "w", format="matroska") as copy:
+                target = copy.add_stream_from_template(stream)
+                for packet in source.demux(stream):
+                    if packet.dts is not None:  # the demuxer's final flush packet
+                        packet.stream = target
+                        copy.mux(packet)
+            return copy_path
+    except (av.FFmpegError, ValueError) as exc:
+        raise VideoError(f"cannot copy it into Matroska for decord ({exc})") from None
+
+
 def sample_times(duration_s: float, fps: float) -> np.ndarray:
     """Times (seconds) of the output frames: ``k / fps`` for every one before ``duration_s``."""
     count = max(1, math.ceil(duration_s * fps - TIME_EPSILON))
@@ -163,6 +187,7 @@ def read_frames(
     chunk_frames: int,
     threads: int = 1,
     fault_tolerance: float = -1,
+    remux_formats: tuple[str, ...] = (),
     first_frame: int = 0,
     stop_frame: int | None = None,
 ) -> tuple[Sampling, Iterator[np.ndarray]]:
@@ -174,13 +199,15 @@ def read_frames(
     range starting at such a multiple gives the same chunks as the whole video does. decord
     seeks to the key frame before the range. ``fault_tolerance`` is decord's ``fault_tol``: the
     share (< 1) or count (> 1) of corrupt frames decord may silently replace by a neighbour
-    before it raises; negative disables the check.
+    before it raises; negative disables the check. Containers in ``remux_formats`` are read from
+    a temporary Matroska copy (:func:`decord_readable`).
     """
     import decord  # imported here: decord's native library is only loaded where frames are read
 
+    scratch = tempfile.TemporaryDirectory(prefix="decode-")
     try:
         reader = decord.VideoReader(
-            str(path),
+            str(decord_readable(path, remux_formats, Path(scratch.name))),
             width=geometry.scaled_width,
             height=geometry.scaled_height,
             num_threads=threads,
@@ -188,6 +215,7 @@ def read_frames(
         )
         stamps = reader.get_frame_timestamp(range(len(reader)))
     except (RuntimeError, decord.DECORDError) as exc:
+        scratch.cleanup()
         raise VideoError(f"decord cannot open it ({_first_line(exc)})") from None
     starts = stamps[:, 0] - stamps[0, 0]
     duration = float(stamps[-1, 1] - stamps[0, 0])
@@ -200,9 +228,18 @@ def read_frames(
         try:
             return reader.get_batch(indices).asnumpy()
         except (RuntimeError, decord.DECORDError) as exc:
-            raise VideoError(
-                f"decoding failed near frame {indices[0]} ({_first_line(exc)})"
-            ) from None
+            raise VideoError(f"decoding failed {where(indices)} ({_first_line(exc)})") from None
+
+    def where(indices: list[int]) -> str:
+        """The first source frame of a failed read that fails alone (read again one by one:
+        the batch's own error does not say which frame broke)."""
+        for index in indices:
+            try:
+                reader.get_batch([index])
+            except (RuntimeError, decord.DECORDError):
+                return f"at source frame {index} ({starts[index]:.3f} s)"
+        first, last = indices[0], indices[-1]
+        return f"in source frames {first}-{last} ({starts[first]:.3f}-{starts[last]:.3f} s)"
 
     def chunks() -> Iterator[np.ndarray]:
         nonlocal reader
@@ -222,6 +259,7 @@ def read_frames(
         finally:
             del reader  # decord leaks readers that stay referenced (dmlc/decord#1, #323)
             gc.collect()
+            scratch.cleanup()
 
     return sampling, chunks()
 

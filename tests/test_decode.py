@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,6 +71,14 @@ def trailer_frames(root: Path, trailer_id: str) -> tuple[np.ndarray, np.ndarray]
 
 def report(root: Path) -> dict:
     return json.loads((root / "data" / "decode_report.json").read_text())
+
+
+def frames_in_bytes(video: Path, start: int, stop: int) -> list[int]:
+    """The frames (in presentation order) whose packets hold bytes ``start`` to ``stop``."""
+    with av.open(str(video)) as container:
+        packets = [p for p in container.demux(video=0) if p.pts is not None]
+    order = sorted(packet.pts for packet in packets)
+    return [order.index(p.pts) for p in packets if p.pos < stop and p.pos + p.size > start]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -253,6 +262,10 @@ def test_bad_inputs_are_reported_one_line_each_and_the_rest_is_decoded(tmp_path)
     assert any("unsafe trailer id 'a/b'" in reason for reason in reasons)
     assert all("\n" not in reason for reason in reasons)
     assert "annotations.csv line" in failed["genre"]
+    where = re.search(r"decoding failed at source frame (\d+) ", failed["corrupt"])
+    assert where, failed["corrupt"]
+    broken = frames_in_bytes(bad / "corrupt.mp4", len(corrupt) // 3, len(corrupt) // 3 + 20000)
+    assert int(where.group(1)) in broken, (failed["corrupt"], broken)
     assert not (tmp_path / "escape.npy").exists()
     # "good" has two split rows and "late" a segment past its end: only "fine" is decoded.
     assert {row.trailer_id for row in manifest(tmp_path)} == {"fine"}
@@ -263,7 +276,9 @@ def test_bad_inputs_are_reported_one_line_each_and_the_rest_is_decoded(tmp_path)
     ]
     decode(tmp_path, *decode_folder)
     rows = manifest(tmp_path)
-    assert {row.trailer_id for row in rows} == {"good", "late", "fine"}
+    assert {row.video for row in rows} == {
+        f"trailer_{name}.mp4" for name in ("good", "late", "fine")
+    }
     assert all(row.labels is None and row.split == "unlabelled" for row in rows)
 
 
@@ -451,12 +466,12 @@ def test_a_rerun_after_a_lost_part_decodes_only_that_part(tmp_path):
     before = outputs(root)
     shards = root / "data" / "shards"
     receipts = list((shards / "receipts" / "trailer_long").glob("*.json"))
-    last = max(receipts, key=lambda path: json.loads(path.read_text())["first_shard"])
-    lost = json.loads(last.read_text())
-    last.unlink()  # as if the stage was killed while decoding the last part
+    first = min(receipts, key=lambda path: json.loads(path.read_text())["first_shard"])
+    lost = json.loads(first.read_text())
+    first.unlink()  # as if the stage was killed while decoding the first part, after the others
     for row in lost["shards"]:
         (shards / row["shard"]).unlink()
-    kept = shards / "train" / "trailer_long-0.npy"
+    kept = shards / "train" / "trailer_long-11.npy"  # in the last part
     stamp = kept.stat().st_mtime_ns
     decode(root, "beam.num_workers=4")
     assert report(root)["frames_decoded"] == sum(row["frames"] for row in lost["shards"])

@@ -126,12 +126,12 @@ def test_annotations_and_splits_fit_the_videos(smoke_corpus):
     trailers, problems = labelled_trailers(paths.annotations, paths.splits)
     assert problems == []
     assert set(read_csv(paths.splits)[0]) == {"trailer_id", "split"}
-    assert {split for split, _ in trailers.values()} == set(SPLITS)
+    assert {labels.split for labels in trailers.values()} == set(SPLITS)
     assert sorted(paths.videos.glob("*.mp4")) == [
         paths.video(trailer_id) for trailer_id in sorted(trailers)
     ]
     rates = {frame_rate(fps) for fps in settings.fps_choices}
-    for trailer_id, (_, segments) in trailers.items():
+    for trailer_id, labels in trailers.items():
         starts, frames, rate = decode_all(paths.video(trailer_id))
         frames = rgb(frames)
         assert rate in rates
@@ -142,7 +142,7 @@ def test_annotations_and_splits_fit_the_videos(smoke_corpus):
         height, width = frames.shape[1:3]
         assert height % 2 == 0 and width % 2 == 0
         assert settings.width[0] - 1 <= width <= settings.width[1] + 1
-        for segment in segments:
+        for segment in labels.segments:
             assert 0 <= segment.start_s < segment.end_s <= duration
 
 

@@ -1,17 +1,21 @@
 """What is left to decode: the trailers to read, and the parts their receipts do not cover.
 
-A long video is cut into parts, runs of whole shards, so that all workers share it; parts come
-largest first, so that runners that hand out work in order balance it.
+Every file in the videos folder is accounted for: a video to decode, or a skipped file with the
+reason. A video found in a folder gets its id from its name (``trailer_id_for``); a labelled
+one has the id its labels give. A long video is cut into parts, runs of whole shards, so that
+all workers share it; parts come largest first, so that runners that hand out work in order
+balance it. A rerun decodes the gaps the intact receipts leave, and nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import UNLABELLED
-from pipeline.annotations import Problem, check_trailer_id, labelled_trailers
+from pipeline.annotations import Problem, labelled_trailers, trailer_id_for
 from pipeline.beam import usable_cpus, worker_count
 from pipeline.config import Config, DecodeConfig
 from pipeline.decode.receipts import decoded_parts
@@ -19,7 +23,13 @@ from pipeline.decode.worker import DecodeParams, Job, Trailer
 from pipeline.errors import StageError
 from pipeline.video import container_duration
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file in the videos folder that is not decoded, and why."""
+
+    video: str
+    reason: str
 
 
 def decode_params(decode: DecodeConfig) -> DecodeParams:
@@ -30,23 +40,63 @@ def decode_params(decode: DecodeConfig) -> DecodeParams:
         aspect=decode.aspect,
         max_frames_per_shard=decode.max_frames_per_shard,
         fault_tolerance=decode.fault_tolerance,
+        remux_formats=decode.remux_formats,
     )
 
 
-def find_trailers(config: Config) -> tuple[list[Trailer], list[Problem]]:
-    """Every trailer to decode, and the problems of those that cannot even be tried."""
+def find_trailers(config: Config) -> tuple[list[Trailer], list[Problem], list[Skipped]]:
+    """Every trailer to decode, the problems of those that cannot even be tried, and the files
+    in the videos folder that are not decoded."""
     decode, paths = config.decode, config.paths
+    folder = Path(decode.input_dir or paths.videos)
+    if not folder.is_dir():
+        raise StageError(f"videos folder {folder} (decode.input_dir): not a folder")
+    videos, skipped = list_videos(folder, decode.video_extensions)
     if decode.source == "folder":
-        return _folder_trailers(Path(decode.input_dir or paths.videos))
+        if not videos:
+            raise StageError(
+                f"videos folder {folder}: no video in it (decode.video_extensions: "
+                f"{' '.join(decode.video_extensions)})"
+            )
+        trailers = [
+            Trailer(trailer_id_for(video), UNLABELLED, str(folder / video), None, video)
+            for video in videos
+        ]
+        return trailers, [], skipped
     labelled, problems = labelled_trailers(paths.annotations, paths.splits)
     trailers = []
-    for trailer_id, (split, segments) in labelled.items():
-        source = paths.video(trailer_id)
+    for trailer_id, labels in labelled.items():
+        video = labels.video or paths.video(trailer_id).name
+        source = folder / video
         if source.is_file():
-            trailers.append(Trailer(trailer_id, split, str(source), tuple(segments)))
+            segments = tuple(labels.segments)
+            trailers.append(Trailer(trailer_id, labels.split, str(source), segments, video))
         else:
             problems.append(Problem(trailer_id, f"{source}: file not found"))
-    return trailers, problems
+    named = {trailer.video for trailer in trailers}
+    skipped += [Skipped(v, f"not in {paths.annotations.name}") for v in videos if v not in named]
+    return trailers, problems, skipped
+
+
+def list_videos(folder: Path, extensions: tuple[str, ...]) -> tuple[list[str], list[Skipped]]:
+    """The videos under ``folder`` (paths relative to it, sorted), and every other file."""
+    videos, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if not p.is_dir()):
+        video = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            skipped.append(Skipped(video, "hidden file"))
+        elif not path.is_file():
+            skipped.append(Skipped(video, "not a regular file"))
+        elif path.suffix.lower() not in extensions:
+            skipped.append(
+                Skipped(
+                    video,
+                    f"not a video extension ({path.suffix or 'none'}; see decode.video_extensions)",
+                )
+            )
+        else:
+            videos.append(video)
+    return videos, skipped
 
 
 def plan_jobs(
@@ -62,19 +112,24 @@ def plan_jobs(
     params = decode_params(decode)
     workers = worker_count(config.beam)
     splitting = decode.split_videos and workers > 1
-    gaps = []  # (trailer, first shard not covered, estimated shards in all or None)
+    gaps = []  # (trailer, first shard not covered, stop or None, estimated shards or None)
     for trailer_id, trailer in trailers.items():
-        done, complete = decoded_parts(shards_dir, trailer_id, fingerprints[trailer_id])
-        if not complete:
-            start = done[-1]["stop_shard"] if done else 0
-            total = _estimated_shards(trailer.source, decode) if splitting else None
-            gaps.append((trailer, start, total))
-    left = sum(max(1, total - start) for _, start, total in gaps if total is not None)
+        coverage = decoded_parts(shards_dir, trailer_id, fingerprints[trailer_id], decode.verify)
+        total = None
+        if splitting and not coverage.complete:
+            total = _estimated_shards(trailer.source, decode)
+        gaps += [(trailer, first, stop, total) for first, stop in coverage.gaps]
+    left = sum(
+        max(1, (total if stop is None else stop) - first)
+        for _, first, stop, total in gaps
+        if total is not None
+    )
     share = math.ceil(left / workers) if left else 0
     planned = []  # (rough cost, job)
-    for trailer, start, total in gaps:
+    for trailer, start, end, total in gaps:
         size = Path(trailer.source).stat().st_size
-        for first, stop in _parts(start, total, share):
+        parts = [(start, end)] if end is not None else _parts(start, total, share)
+        for first, stop in parts:
             job = Job(
                 trailer, params, str(shards_dir), fingerprints[trailer.trailer_id], first, stop
             )
@@ -114,24 +169,3 @@ def decoder_threads(decode: DecodeConfig, busy_workers: int) -> int:
     if decode.decoder_threads:
         return decode.decoder_threads
     return max(1, usable_cpus() // max(1, busy_workers))
-
-
-def _folder_trailers(folder: Path) -> tuple[list[Trailer], list[Problem]]:
-    if not folder.is_dir():
-        raise StageError(f"decode.input_dir {folder}: not a folder")
-    trailers, problems, seen = [], [], {}
-    for source in sorted(folder.iterdir()):
-        if source.suffix.lower() not in VIDEO_SUFFIXES:
-            continue
-        trailer_id = source.stem.removeprefix("trailer_")
-        bad_id = check_trailer_id(trailer_id)
-        if bad_id:
-            problems.append(Problem(None, f"{source}: {bad_id}"))
-        elif trailer_id in seen:
-            problems.append(
-                Problem(trailer_id, f"{source}: duplicate trailer id of {seen[trailer_id]}")
-            )
-        else:
-            seen[trailer_id] = source
-            trailers.append(Trailer(trailer_id, UNLABELLED, str(source), None))
-    return trailers, problems

@@ -6,12 +6,14 @@ by timestamp (rule in ``pipeline/video.py``), and writes shards, labels, the man
 ``plan``; each Beam worker drives one supervised decoder process (``pipeline/sandbox.py``)
 running ``worker.decode_part``: a video that aborts, segfaults or hangs decord fails alone, is
 named in the report, and everything else is still decoded. Trailers whose source, labels and
-params are unchanged since the last run are skipped.
+params are unchanged since the last run, and whose shards are intact, are skipped; every file
+in the videos folder that is not decoded is listed in the report with the reason.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -26,7 +28,7 @@ from pipeline.beam import new_pipeline
 from pipeline.config import Config, DecodeConfig
 from pipeline.decode import worker
 from pipeline.decode.plan import decode_params, find_trailers, plan_jobs
-from pipeline.decode.receipts import decoded_parts, shard_rows, tidy_receipts
+from pipeline.decode.receipts import Verify, decoded_parts, shard_rows, tidy_receipts
 from pipeline.decode.worker import Job, Trailer
 from pipeline.errors import StageError
 from pipeline.io import read_json, remove_leftovers, write_json
@@ -133,7 +135,7 @@ def run(config: Config) -> None:
     """Decode every trailer that changed, then write the manifest, the report and the metrics."""
     started = time.time()
     decode, paths = config.decode, config.paths
-    found, problems = find_trailers(config)
+    found, problems, skipped = find_trailers(config)
     trailers = {trailer.trailer_id: trailer for trailer in found}
     params = decode_params(decode)
     fingerprints = {key: trailer.fingerprint(params) for key, trailer in trailers.items()}
@@ -158,7 +160,7 @@ def run(config: Config) -> None:
         if _written_since(job.receipt, started)
         for row in shard_rows(read_json(job.receipt))
     )
-    decoded, failures = collect(trailers, fingerprints, jobs, paths.shards)
+    decoded, failures = collect(trailers, fingerprints, jobs, paths.shards, decode.verify)
     rows = [row for parts in decoded for part in parts for row in shard_rows(part)]
     manifest.write_manifest(paths.manifest, rows)
     problems += failures
@@ -178,7 +180,16 @@ def run(config: Config) -> None:
             "videos": videos,
             "decoded": len(todo) - len(failures),
             "unchanged": len(trailers) - len(todo),
-            "failed": [{"trailer_id": p.trailer_id, "reason": p.reason} for p in problems],
+            "failed": [
+                {
+                    "trailer_id": p.trailer_id,
+                    "video": trailers[p.trailer_id].video if p.trailer_id in trailers else None,
+                    "reason": p.reason,
+                }
+                for p in problems
+            ],
+            "skipped": [dataclasses.asdict(file) for file in skipped],
+            "trailers": {key: trailer.video for key, trailer in sorted(trailers.items())},
             "shards": len(rows),
             "frames_decoded": decoded_frames,
             "seconds": round(seconds, 3),
@@ -204,7 +215,11 @@ def run(config: Config) -> None:
 
 
 def collect(
-    trailers: dict[str, Trailer], fingerprints: dict[str, str], jobs: list[Job], shards_dir: Path
+    trailers: dict[str, Trailer],
+    fingerprints: dict[str, str],
+    jobs: list[Job],
+    shards_dir: Path,
+    verify: Verify,
 ) -> tuple[list[list[dict]], list[Problem]]:
     """Each complete trailer's receipts (older ones tidied away), and a problem per failed one.
 
@@ -215,10 +230,10 @@ def collect(
         notes.setdefault(job.trailer.trailer_id, []).append(job.failure_note)
     decoded, failures = [], []
     for trailer_id, trailer in trailers.items():
-        parts, complete = decoded_parts(shards_dir, trailer_id, fingerprints[trailer_id])
-        if complete:
-            tidy_receipts(shards_dir, trailer_id, parts)
-            decoded.append(parts)
+        coverage = decoded_parts(shards_dir, trailer_id, fingerprints[trailer_id], verify)
+        if coverage.complete:
+            tidy_receipts(shards_dir, trailer_id, coverage.parts)
+            decoded.append(coverage.parts)
             continue
         reasons = [note["error"] for path in notes.get(trailer_id, ()) if (note := read_json(path))]
         reason = reasons[0] if reasons else "no worker reported on it (worker lost?)"

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline import GENRES
 from pipeline.annotations import Segment
-from pipeline.decode.receipts import part_receipt_path
+from pipeline.decode.receipts import file_stats, part_receipt_path
 from pipeline.io import save_npy, write_json
 from pipeline.manifest import ShardRow
 from pipeline.video import Geometry, VideoError, probe, read_frames
@@ -54,16 +54,27 @@ class DecodeParams:
     aspect: Literal["letterbox", "crop"]
     max_frames_per_shard: int
     fault_tolerance: float
+    remux_formats: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Trailer:
-    """One video to decode and its labels (None if unlabelled)."""
+    """One video to decode and its labels (None if unlabelled); ``video`` is its path relative
+    to the videos folder, as the user named it."""
 
     trailer_id: str
     split: str
     source: str
     segments: tuple[Segment, ...] | None
+    video: str
+
+    @property
+    def label_level(self) -> str | None:
+        """``trailer`` when only whole-trailer labels exist (weak frame labels), ``segment``
+        when any label is timed, None when unlabelled."""
+        if self.segments is None:
+            return None
+        return "trailer" if all(s.whole_trailer for s in self.segments) else "segment"
 
     def fingerprint(self, params: DecodeParams) -> str:
         """Changes when the source file, its labels, its split or the decode params change."""
@@ -113,7 +124,7 @@ def frame_labels(times: np.ndarray, segments: tuple[Segment, ...]) -> np.ndarray
 
 def _check_segments(segments: tuple[Segment, ...], duration_s: float, slack_s: float) -> None:
     for segment in segments:
-        if segment.end_s > duration_s + slack_s:
+        if not segment.whole_trailer and segment.end_s > duration_s + slack_s:
             raise AnnotationError(
                 f"segment {segment.start_s:.3f}-{segment.end_s:.3f} s ({segment.genre}) ends "
                 f"after the video ({duration_s:.3f} s)"
@@ -139,6 +150,7 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
         chunk_frames=per_shard,
         threads=job.threads,
         fault_tolerance=params.fault_tolerance,
+        remux_formats=params.remux_formats,
         first_frame=first_frame,
         stop_frame=stop_frame,
     )
@@ -169,6 +181,8 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
             source_duration_s=round(sampling.duration_s, 6),
             sha256=save_npy(shards_dir / f"{stem}.npy", frames),
             labels_sha256=labels_sha256,
+            video=trailer.video,
+            label_level=trailer.label_level,
         )
         repeated += _repeated_frames(frames, sampling.indices[first : first + len(frames)])
         rows.append(row.to_dict())
@@ -182,6 +196,7 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
         "trailer_id": trailer.trailer_id,
         "split": trailer.split,
         "source": trailer.source,
+        "video": trailer.video,
         "fingerprint": job.fingerprint,
         "first_shard": job.first_shard,
         "stop_shard": job.first_shard + len(rows),
@@ -190,6 +205,7 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
         "source_duration_s": round(sampling.duration_s, 6),
         "repeated_frames": repeated,
         "shards": rows,
+        "files": file_stats(shards_dir, rows),
     }
     write_json(job.receipt, receipt)
     return receipt

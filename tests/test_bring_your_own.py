@@ -1,0 +1,268 @@
+"""A user's own catalogue through the real CLI: files named as people name them, labels as
+spreadsheets save them, trailer-level genres from a public dataset, a mix of containers, and a
+rerun that repairs damaged shards."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from helpers import ROOT, SMOKE_CONFIG, copy_corpus, path_overrides, trailers
+
+from pipeline import GENRES
+from pipeline.annotations import check_trailer_id
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.manifest import ShardRow, read_manifest
+
+NAMES = (  # spaces, an accent, dots, parentheses, '#', a sub-folder; the first two slug alike
+    "Movie Title (2019) - Official Trailer #2.mp4",
+    "movie title 2019 official trailer 2.mp4",
+    "Amélie.v2 (2001).mp4",
+    "extras/Behind the scenes.mov",
+)
+
+
+def smoke_videos(corpus: Config) -> list[Path]:
+    return sorted(corpus.paths.videos.glob("*.mp4"))
+
+
+def reencode(source: Path, target: Path, container: str, codec: str) -> Path:
+    """``source``'s frames in another container and codec, as a user's catalogue holds them."""
+    with av.open(str(source)) as reader, av.open(str(target), "w", format=container) as writer:
+        stream = reader.streams.video[0]
+        out = writer.add_stream(codec, rate=stream.average_rate)
+        out.width, out.height, out.pix_fmt = stream.width, stream.height, "yuv420p"
+        out.options = {"crf": "0"} if codec == "libx264" else {"qscale": "1"}
+        for frame in reader.decode(stream):
+            writer.mux(out.encode(frame.reformat(format="yuv420p")))
+        writer.mux(out.encode())
+    return target
+
+
+def catalogue(folder: Path, corpus: Config) -> Path:
+    """A folder of the smoke videos under awkward names, a .ts, an .mpg and two non-videos."""
+    videos = smoke_videos(corpus)
+    for name, source in zip(NAMES, videos, strict=False):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / name)
+    reencode(videos[0], folder / "news clip.ts", "mpegts", "libx264")
+    reencode(videos[0], folder / "old tape.mpg", "mpeg", "mpeg2video")
+    (folder / "notes.txt").write_text("not a video\n")
+    (folder / ".thumbnail.mp4").write_bytes(b"")
+    return folder
+
+
+def rows_by_video(root: Path) -> dict[str, list[ShardRow]]:
+    rows: dict[str, list[ShardRow]] = {}
+    for row in read_manifest(root / "data" / "shards" / "manifest.jsonl"):
+        rows.setdefault(row.video, []).append(row)
+    return rows
+
+
+def frames(root: Path, rows: list[ShardRow], key: str = "shard") -> np.ndarray:
+    shards = root / "data" / "shards"
+    return np.concatenate([np.load(shards / getattr(row, key)) for row in rows])
+
+
+def report(root: Path) -> dict:
+    return json.loads((root / "data" / "decode_report.json").read_text())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_a_folder_of_named_files_decodes_every_one(smoke_corpus, tmp_path):
+    folder = catalogue(tmp_path / "catalogue", smoke_corpus)
+    result = trailers(
+        "decode",
+        *path_overrides(tmp_path),
+        "decode.source=folder",
+        f"decode.input_dir={folder}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    decoded = report(tmp_path)
+    names = {*NAMES, "news clip.ts", "old tape.mpg"}
+    assert decoded["failed"] == [] and decoded["videos"] == len(names)
+    assert set(decoded["trailers"].values()) == names
+    ids = list(decoded["trailers"])
+    assert len(set(ids)) == len(names) and all(check_trailer_id(i) is None for i in ids)
+    assert decoded["skipped"] == [
+        {"video": ".thumbnail.mp4", "reason": "hidden file"},
+        {
+            "video": "notes.txt",
+            "reason": "not a video extension (.txt; see decode.video_extensions)",
+        },
+    ]
+    rows = rows_by_video(tmp_path)
+    assert set(rows) == names
+    for video, video_rows in rows.items():
+        assert {row.trailer_id for row in video_rows} == {
+            i for i, name in decoded["trailers"].items() if name == video
+        }
+        assert all(row.label_level is None and row.split == "unlabelled" for row in video_rows)
+    original = frames(tmp_path, rows[NAMES[0]])
+    for video, floor in (("news clip.ts", 40), ("old tape.mpg", 25)):  # h264 lossless, mpeg-2
+        copy = frames(tmp_path, rows[video])
+        assert copy.shape == original.shape, video
+        assert psnr(copy, original) >= floor, video
+
+
+def spreadsheet_csv(path: Path, lines: list[str]) -> None:
+    """Saved as Excel's "CSV UTF-8": a byte order mark and CRLF line endings."""
+    path.write_bytes("\ufeff".encode() + "".join(f"{line}\r\n" for line in lines).encode())
+
+
+def test_spreadsheet_labels_with_a_video_column_decode(smoke_corpus, tmp_path):
+    folder = catalogue(tmp_path / "catalogue", smoke_corpus)
+    data = tmp_path / "data"
+    data.mkdir()
+    spreadsheet_csv(
+        data / "annotations.csv",
+        [
+            "trailer_id,start_s,end_s,genre,video",
+            f"tt01,,,suspense,{NAMES[0]}",
+            f"tt01,,,horror,{NAMES[0]}",
+            f"tt02,0,1,comedy,{NAMES[2]}",
+            f'tt02,0.5,2,musical,"{NAMES[2]}"',
+            "tt03,,,action,old tape.mpg",
+        ],
+    )
+    spreadsheet_csv(
+        data / "splits.csv", ["trailer_id,split", "tt01,train", "tt02,val", "tt03,test"]
+    )
+    overrides = (*path_overrides(tmp_path), f"decode.input_dir={folder}")
+    result = trailers("decode", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_by_video(tmp_path)
+    assert set(rows) == {NAMES[0], NAMES[2], "old tape.mpg"}
+    whole = frames(tmp_path, rows[NAMES[0]], "labels")
+    expected = [int(genre in ("suspense", "horror")) for genre in GENRES]
+    assert (whole == expected).all()  # every frame carries the trailer's genres
+    assert {row.label_level for row in rows[NAMES[0]] + rows["old tape.mpg"]} == {"trailer"}
+    timed = frames(tmp_path, rows[NAMES[2]], "labels")
+    times = np.arange(len(timed)) / 8.0
+    assert timed[:, GENRES.index("comedy")].tolist() == (times < 1).astype(int).tolist()
+    assert {row.label_level for row in rows[NAMES[2]]} == {"segment"}
+    skipped = {entry["video"] for entry in report(tmp_path)["skipped"]}
+    assert {NAMES[1], NAMES[3], "news clip.ts", "notes.txt"} <= skipped
+
+
+def test_a_label_file_in_another_encoding_is_one_line_and_exit_1(tmp_path):
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    annotations = data / "annotations.csv"
+    annotations.write_bytes(
+        "trailer_id,start_s,end_s,genre,video\n001,0,1,comedy,a.mp4\n002,,,comedy,Amélie.mp4\n".encode(
+            "cp1252"
+        )
+    )
+    result = trailers("decode", *path_overrides(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"trailers decode: {annotations} line 3: not UTF-8 (byte 0xe9); save it as UTF-8 "
+        "(in Excel: 'CSV UTF-8')"
+    ]
+
+
+@pytest.mark.slow
+def test_a_shard_overwritten_in_place_is_redone_and_validate_then_passes(
+    validated_corpus, tmp_path
+):
+    root = copy_corpus(validated_corpus, tmp_path)
+    decode = ("decode", *path_overrides(root))
+    assert trailers(*decode, cwd=root).returncode == 0  # the sources moved: decoded afresh
+    rows = read_manifest(root / "data" / "shards" / "manifest.jsonl")
+    shards = root / "data" / "shards"
+    overwritten, hidden = shards / rows[0].shard, shards / rows[-1].shard
+    assert rows[0].trailer_id != rows[-1].trailer_id
+    stamp = hidden.stat().st_mtime_ns
+    for shard in (overwritten, hidden):
+        with open(shard, "r+b") as handle:  # same size, new bytes
+            handle.seek(-64, os.SEEK_END)
+            handle.write(b"\xff" * 64)
+    os.utime(hidden, ns=(stamp, stamp))  # its modification time put back too
+    assert trailers(*decode, cwd=root).returncode == 0
+    assert report(root)["decoded"] == 1  # size and time: the cheap check misses the hidden one
+    assert trailers(*decode, "decode.verify=sha256", cwd=root).returncode == 0
+    assert report(root)["decoded"] == 1
+    assert read_manifest(root / "data" / "shards" / "manifest.jsonl") == rows
+    result = trailers("validate", *path_overrides(root), cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_documented_trailer_level_example(smoke_corpus, tmp_path):
+    """docs/bring_your_own: a Trailers12k-style label file, mapped onto our genres."""
+    example = ROOT / "docs" / "bring_your_own"
+    labels = {row["file"]: row for row in csv_rows(example / "trailers12k_labels.csv")}
+    folder = tmp_path / "my trailers"
+    for name, source in zip(labels, smoke_videos(smoke_corpus), strict=False):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        reencode(source, folder / name, *CONTAINERS.get(Path(name).suffix, ("mp4", "libx264")))
+    script = example / "to_annotations.py"
+    data = tmp_path / "data"
+    converted = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(example / "trailers12k_labels.csv"),
+            str(example / "genre_map.csv"),
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert converted.returncode == 0, converted.stderr
+    result = trailers(
+        "decode", *path_overrides(tmp_path), f"decode.input_dir={folder}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_by_video(tmp_path)
+    assert set(rows) == set(labels)
+    expected = {  # thriller -> suspense; romance, sci-fi, adventure, drama -> other
+        "Movie Title (2019) - Official Trailer #2.mp4": {"suspense", "horror"},
+        "Amélie (2001).mp4": {"comedy", "other"},
+        "Space Opera [4K].mkv": {"action", "other"},
+        "old/A Musical Night.mpg": {"musical", "other"},
+    }
+    for video, genres in expected.items():
+        assert (frames(tmp_path, rows[video], "labels") == [g in genres for g in GENRES]).all()
+        assert {row.label_level for row in rows[video]} == {"trailer"}
+
+
+CONTAINERS = {".mkv": ("matroska", "libx264"), ".mpg": ("mpeg", "mpeg2video")}
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_folder_with_no_video_is_an_error(tmp_path):
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no video here\n")
+    overrides = ("decode.source=folder", f"decode.input_dir={folder}")
+    result = trailers("decode", *path_overrides(tmp_path), *overrides, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"trailers decode: videos folder {folder}: no video in it (decode.video_extensions: "
+        ".mp4 .m4v .mov .mkv .webm .avi .ts .m2ts .mts .mpg .mpeg .wmv .flv .3gp .ogv)"
+    ]
+
+
+@pytest.mark.parametrize("extensions", ["[mp4]", "[.MP4]", "[]"])
+def test_video_extensions_are_checked(extensions):
+    with pytest.raises(ConfigError, match=r"decode\.video_extensions: expected lower-case"):
+        load_config(SMOKE_CONFIG, [f"decode.video_extensions={extensions}"])
