@@ -76,6 +76,7 @@ def predict_video(
         chunk_frames=config.predict.chunk_frames,
         threads=config.decode.decoder_threads,
         fault_tolerance=config.decode.fault_tolerance,
+        remux_formats=config.decode.remux_formats,
     )
     with tqdm(total=len(sampling.times), desc=name, unit="frame", leave=False, disable=None) as bar:
         probabilities = streaming.timeline(prefetched(chunks), bar.update)
