@@ -20,7 +20,9 @@ from pipeline.predict.outputs import output_names
 from pipeline.predict.stream import StreamingModel, prefetched
 from pipeline.video import Geometry, probe, read_frames
 
-pytestmark = pytest.mark.slow  # every test needs the trained smoke models
+# Every test needs the trained smoke models: the first one here may build the shared
+# trained_corpus (synth, decode, validate, two trainings), past 300 s on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def predict(root: Path, *args: str, out: Path, html: bool = False) -> subprocess.CompletedProcess:

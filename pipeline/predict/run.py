@@ -51,7 +51,7 @@ def run(
             failed.append(str(video))
     if failed:
         raise StageError(f"{len(failed)} of {len(videos)} videos failed: {', '.join(failed)}")
-    log.info("wrote the timelines of %d videos to %s", len(videos), out_dir)
+    log.info("wrote %d timeline(s) to %s", len(videos), out_dir)
 
 
 def predict_video(
