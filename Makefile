@@ -76,6 +76,11 @@ ui: $(STAMP) ## Browse the MLflow runs: the UI on the project's store at 127.0.0
 		--backend-store-uri $(MLFLOW_STORE) --artifacts-destination $(abspath mlruns) \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
+.PHONY: predict bench-predict
+predict: $(STAMP) ## Genre timelines of any videos: make predict VIDEO="a.mp4 b.mkv" [MODEL=path|runs:/...] (outputs/predict/)
+	@test -n "$(VIDEO)" || { echo 'usage: make predict VIDEO="a.mp4 ..." [MODEL=path|uri]'; exit 2; }
+	$(TRAILERS) predict --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(VIDEO)
+
 bench-decode: $(STAMP) ## Decode speed vs the ffmpeg CLI and PyAV, and 2 workers vs 1
 	$(BIN)/python benchmarks/decode.py
 
@@ -84,6 +89,9 @@ bench-model: $(STAMP) ## Classifier train step vs keras ConvLSTM2D (channels_fir
 
 bench-input: $(STAMP) ## tf.data input pipeline vs raw memory-mapped reads and the train step
 	$(BIN)/python benchmarks/input.py
+
+bench-predict: $(STAMP) ## Predict's memory 1x vs 10x video, speed vs decode-all + one model.predict
+	$(BIN)/python benchmarks/predict.py
 
 clean: ## Remove generated data, outputs and models; keeps git-tracked files, .venv and DVC's cache
 	git clean -fdX data outputs models mlruns
