@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock browser test test-fast lint run synth decode validate train ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast lint run synth decode validate train evaluate ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ validate: $(STAMP) ## Check the shards with TFDV (integrity, schema, drift); fai
 train: $(STAMP) ## Train the ConvLSTM classifier and the per-frame baseline (models/, MLflow runs)
 	$(TRAILERS) train --config $(CONFIG) --model classifier
 	$(TRAILERS) train --config $(CONFIG) --model baseline
+
+evaluate: $(STAMP) ## Score both models per genre on the test split (metrics/evaluate.json, outputs/evaluate/)
+	$(TRAILERS) evaluate --config $(CONFIG)
 
 ui: $(STAMP) ## Browse the MLflow runs: the UI on the project's store at 127.0.0.1 (port MLFLOW_PORT=5000)
 	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)  (store $(MLFLOW_STORE); Ctrl-C stops it)"

@@ -91,6 +91,19 @@ STAGES: dict[str, Stage] = {
             }
         },
     ),
+    "evaluate": Stage(
+        "pipeline.evaluate.run",
+        "score the classifier and the per-frame baseline per genre on a labelled split "
+        "(evaluate.split) and measure the gain from time",
+        reads=lambda paths: (
+            f"{paths.model('classifier')}/, {paths.model('baseline')}/, {paths.manifest} and "
+            "the val and test shards"
+        ),
+        writes=lambda paths: (
+            f"{paths.metrics('evaluate')}, {paths.evaluate_report}, {paths.pr_curve('<genre>')}, "
+            f"{paths.evaluate_figures}/, {paths.evaluate_viewer}/, an MLflow run per model"
+        ),
+    ),
     "predict": Stage(
         "pipeline.predict.run",
         "genre timelines of any videos, streamed through the trained model chunk by chunk",

@@ -144,6 +144,30 @@ class PathsConfig(_Section):
         return self.stage_outputs("train") / name
 
     @property
+    def evaluate_report(self) -> Path:
+        """Evaluate's every number: per model, genre and level, the gain, per trailer."""
+        return self.stage_outputs("evaluate") / "report.json"
+
+    @property
+    def pr_curves(self) -> Path:
+        """Evaluate's precision-recall CSVs, one per genre (``dvc plots``)."""
+        return self.stage_outputs("evaluate") / "pr"
+
+    def pr_curve(self, genre: str) -> Path:
+        """One genre's precision-recall curves of every model (``pr/comedy.csv``)."""
+        return self.pr_curves / f"{genre}.csv"
+
+    @property
+    def evaluate_figures(self) -> Path:
+        """Evaluate's pictures: a PR curve per genre, example timelines of evaluated trailers."""
+        return self.stage_outputs("evaluate") / "figures"
+
+    @property
+    def evaluate_viewer(self) -> Path:
+        """A viewer page per evaluated trailer and their index (``index.html``), worst first."""
+        return self.stage_outputs("evaluate") / "viewer"
+
+    @property
     def schema(self) -> Path:
         return Path(self.schema_file)
 

@@ -103,16 +103,16 @@ def test_dvc_reruns_exactly_what_changed(project: Path):
     )
     assert ran(dvc(project, "repro")) == set()
 
-    trained = {"train@classifier", "train@baseline"}
+    downstream = {"train@classifier", "train@baseline", "evaluate"}
     manifest = project / "pipeline" / "manifest.py"  # imported by all but synth
     manifest.write_text(manifest.read_text() + "\n# a change to code the stages import\n")
     status = json.loads(dvc(project, "status", "--json").stdout)
-    assert set(status) == {"decode", "validate", *trained}, status
+    assert set(status) == {"decode", "validate", *downstream}, status
 
     set_params(config, **{"decode.fps": 4.0})
     changed = dvc(project, "repro", "validate")
     assert ran(changed) == {"decode", "validate"}
-    assert set(json.loads(dvc(project, "status", "--json").stdout)) == trained
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == downstream
 
 
 def imported_files(module: str) -> set[Path]:
@@ -164,6 +164,13 @@ def test_dvc_paths_are_the_configs_paths():
             }
             for model in ("classifier", "baseline")
         },
+        "evaluate": {
+            paths.evaluate_report,
+            paths.evaluate_figures,
+            paths.evaluate_viewer,
+            paths.pr_curves,
+            paths.metrics("evaluate"),
+        },
     }
     expected_data_deps = {
         "synth": set(),
@@ -171,6 +178,7 @@ def test_dvc_paths_are_the_configs_paths():
         "validate": {paths.shards, paths.schema},
         "train@classifier": {paths.shards, paths.stage_outputs("validate")},
         "train@baseline": {paths.shards, paths.stage_outputs("validate")},
+        "evaluate": {paths.model("classifier"), paths.model("baseline"), paths.shards},
     }
     with Repo(str(ROOT)) as repo:
         stages = {stage.addressing: stage for stage in repo.index.stages}

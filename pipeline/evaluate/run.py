@@ -1,0 +1,284 @@
+"""``trailers evaluate``: how good each trained model is, per genre, on a labelled split.
+
+Runs the ConvLSTM (``classifier``) and the per-frame ``baseline`` over every whole trailer of
+``evaluate.split`` (and of val, where the per-genre thresholds are tuned), each trailer in one
+pass, and writes (paths from :class:`pipeline.config.PathsConfig`):
+
+- ``metrics/evaluate.json``: the summary numbers (``dvc metrics show``);
+- ``outputs/evaluate/report.json``: every number (:mod:`pipeline.evaluate.report`);
+- ``outputs/evaluate/pr/<genre>.csv``: the PR curves of both models (``dvc plots show``);
+- ``outputs/evaluate/figures/``: ``pr_<genre>.png`` and, for the first
+  ``evaluate.example_timelines`` trailers, ``timeline_<trailer>_<model>.png``, truth against
+  prediction;
+- ``outputs/evaluate/viewer/``: a viewer page per trailer (the classifier's timeline over its
+  video) and ``index.html``, worst average precision first;
+
+and records an evaluation run per model in MLflow (:mod:`pipeline.evaluate.tracking`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import pipeline.model  # noqa: F401  registers the layers the .keras files name
+from pipeline import GENRES
+from pipeline.config import Config, PathsConfig, tracking_uri
+from pipeline.errors import StageError
+from pipeline.evaluate import plots, tracking
+from pipeline.evaluate.metrics import pr_curve
+from pipeline.evaluate.report import (
+    ScoredTrailer,
+    gain,
+    model_report,
+    pooled,
+    rounded,
+    summary,
+    trailer_average_precision,
+)
+from pipeline.io import read_json, write_json
+from pipeline.manifest import ManifestError, ShardRow, read_manifest
+from pipeline.model import stacked_outputs
+from pipeline.shards import by_trailer, read_trailer
+from pipeline.timeline_plot import draw_timeline
+from pipeline.tracking import require_reachable
+from pipeline.viewer import ViewerEntry, write_index, write_viewer
+
+MODELS = ("classifier", "baseline")
+"""The ConvLSTM, then the per-frame baseline: the gain from time is the first minus the second."""
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+"""uint8 frames ``(frames, channels, height, width)`` -> float ``(frames, 6)`` probabilities."""
+
+
+def load_model(folder: Path) -> tuple[keras.Model, dict]:
+    """A trained model and its card (``model.json``: decode settings, MLflow run)."""
+    card = read_json(folder / "model.json")
+    if card is None or not (folder / "model.keras").is_file():
+        raise StageError(
+            f"{folder}: no trained model (model.keras and model.json; run "
+            f"`trailers train --model {folder.name}`)"
+        )
+    return keras.saving.load_model(folder / "model.keras"), card
+
+
+def check_decoded_alike(model: str, card: Mapping, rows: Sequence[ShardRow]) -> None:
+    """Stop if the shards were decoded other than the model was trained on."""
+    decode = card["decode"]
+    for row in rows:
+        if (row.fps, row.height, row.width) != (decode["fps"], decode["height"], decode["width"]):
+            raise StageError(
+                f"{row.shard}: decoded at {row.fps} fps, {row.height}x{row.width}, but the "
+                f"{model} was trained on {decode['fps']} fps, {decode['height']}x"
+                f"{decode['width']}: rerun train"
+            )
+
+
+def predictor(network: keras.Model) -> Predictor:
+    """One whole trailer in one pass; traced once for any number of frames."""
+    frame_shape = tuple(network.input_shape[2:])
+
+    @tf.function(input_signature=[tf.TensorSpec((1, None, *frame_shape), tf.uint8)])
+    def outputs(frames: tf.Tensor) -> dict[str, tf.Tensor]:
+        return network(frames, training=False)
+
+    return lambda frames: stacked_outputs(outputs(frames[None]))[0]
+
+
+def score_split(
+    rows: Sequence[ShardRow], split: str, predictors: Mapping[str, Predictor], shards: Path
+) -> tuple[list[ScoredTrailer], list[str]]:
+    """Every trailer of ``split`` scored by every model, and a line per trailer that could
+    not be read (left out, the others still scored)."""
+    trailers, failed = [], []
+    groups = by_trailer([row for row in rows if row.split == split])
+    for group in tqdm(groups, desc=f"scoring {split}", unit="trailer", leave=False, disable=None):
+        try:
+            frames, labels = read_trailer(group, shards)
+        except StageError as exc:
+            log.error("%s", exc)
+            failed.append(str(exc))
+            continue
+        first = group[0]
+        trailers.append(
+            ScoredTrailer(
+                trailer_id=first.trailer_id,
+                fps=first.fps,
+                duration_s=first.source_duration_s,
+                source=first.source,
+                labels=labels,
+                probabilities={model: predict(frames) for model, predict in predictors.items()},
+            )
+        )
+    if not trailers:
+        raise StageError(f"no {split} trailer to evaluate")
+    return trailers, failed
+
+
+def flat_metrics(values: Mapping, prefix: str) -> dict[str, float]:
+    """Every number of a nested report as ``<prefix>_<key>_<key>...`` (MLflow metrics)."""
+    metrics = {}
+    for key, value in values.items():
+        name = f"{prefix}_{key}"
+        if isinstance(value, Mapping):
+            metrics.update(flat_metrics(value, name))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            metrics[name] = float(value)
+    return metrics
+
+
+def write_pr_curves(
+    paths: PathsConfig, trailers: Sequence[ScoredTrailer], reports: Mapping
+) -> None:
+    curves = {}
+    for model in MODELS:
+        labels, scores = pooled(trailers, model)
+        curves[model] = [pr_curve(labels[:, i], scores[:, i]) for i in range(len(GENRES))]
+    for index, genre in enumerate(GENRES):
+        per_model = {model: curves[model][index] for model in MODELS}
+        plots.write_pr_csv(paths.pr_curve(genre), per_model)
+        average_precisions = {
+            model: reports[model]["genres"][genre]["frames"]["average_precision"]
+            for model in MODELS
+        }
+        plots.draw_pr_curves(
+            paths.evaluate_figures / f"pr_{genre}.png", genre, per_model, average_precisions
+        )
+
+
+def write_timelines(folder: Path, trailers: Sequence[ScoredTrailer]) -> None:
+    for trailer in trailers:
+        for model in MODELS:
+            draw_timeline(
+                folder / f"timeline_{trailer.trailer_id}_{model}.png",
+                trailer.probabilities[model],
+                trailer.fps,
+                trailer.duration_s,
+                truth=trailer.labels,
+                title=f"trailer {trailer.trailer_id}: truth against the {model}",
+            )
+
+
+def write_viewers(folder: Path, trailers: Sequence[ScoredTrailer], config: Config) -> None:
+    """A page per trailer with the classifier's timeline over its video, and the index."""
+    entries = []
+    for trailer in trailers:
+        page = folder / f"trailer_{trailer.trailer_id}.html"
+        score = trailer_average_precision(trailer, MODELS[0])
+        write_viewer(
+            page,
+            Path(trailer.source),
+            trailer.fps,
+            trailer.duration_s,
+            trailer.probabilities[MODELS[0]],
+            config.timeline.threshold,
+            truth=trailer.labels,
+            title=f"trailer {trailer.trailer_id} ({MODELS[0]}, {config.evaluate.split} split)",
+            min_segment_s=config.timeline.min_segment_s,
+        )
+        entries.append(ViewerEntry(f"trailer {trailer.trailer_id}", page, score))
+    write_index(folder / "index.html", entries)
+
+
+def fresh(folder: Path) -> Path:
+    """An empty ``folder``: a rerun with fewer trailers leaves no stale pictures or pages."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def record(config: Config, cards: Mapping[str, Mapping], report: Mapping) -> None:
+    """An evaluation run per model; the classifier's also holds the gain, and registers the
+    model when ``evaluate.register_model`` says so."""
+    paths, split = config.paths, config.evaluate.split
+    artifacts = [paths.evaluate_report, paths.pr_curves, paths.evaluate_figures]
+    for model in MODELS:
+        training_run = cards[model].get("mlflow_run_id")
+        with tracking.evaluation_run(config, model, training_run) as logged:
+            scores = report["models"][model]  # per genre, macro and motion-only; not "undefined"
+            named = {key: scores[key] for key in ("macro", "motion_only_average_precision")}
+            metrics = flat_metrics({**scores["genres"], **named}, split)
+            if model == MODELS[0]:
+                metrics |= flat_metrics(report["gain"], f"{split}_gain")
+            tracking.log_evaluation(metrics, logged, artifacts)
+            if model == MODELS[0] and config.evaluate.register_model:
+                version = tracking.register(logged, training_run, config)
+                log.info(
+                    "the classifier is %s version %s, alias %s",
+                    config.evaluate.registered_model_name,
+                    version,
+                    config.evaluate.alias,
+                )
+
+
+def run(config: Config) -> None:
+    """Evaluate both trained models on ``evaluate.split`` and write and record the results."""
+    paths, split = config.paths, config.evaluate.split
+    require_reachable(tracking_uri(config.tracking))
+    try:
+        rows = read_manifest(paths.manifest)
+    except (FileNotFoundError, ManifestError) as exc:
+        raise StageError(f"{paths.manifest}: {exc} (run `trailers decode`)") from None
+    loaded = {model: load_model(paths.model(model)) for model in MODELS}
+    chosen = [row for row in rows if row.split in ("val", split)]
+    for model, (_, card) in loaded.items():
+        check_decoded_alike(model, card, chosen)
+    predictors = {model: predictor(network) for model, (network, _) in loaded.items()}
+
+    val, failed = score_split(rows, "val", predictors, paths.shards)
+    trailers = val
+    if split != "val":
+        trailers, failed_here = score_split(rows, split, predictors, paths.shards)
+        failed += failed_here
+    reports = {model: model_report(trailers, val, model, config) for model in MODELS}
+    gains = gain(reports[MODELS[0]], reports[MODELS[1]])
+    report = rounded(
+        {
+            "split": split,
+            "tuned_on": "val",
+            "frames": int(sum(len(trailer.labels) for trailer in trailers)),
+            "models": reports,
+            "gain": gains,
+            "trailers": {
+                trailer.trailer_id: {
+                    "frames": len(trailer.labels),
+                    "source": trailer.source,
+                    "average_precision": {
+                        model: trailer_average_precision(trailer, model) for model in MODELS
+                    },
+                }
+                for trailer in trailers
+            },
+            "unreadable": failed,
+        }
+    )
+    write_json(paths.evaluate_report, report)
+    figures = fresh(paths.evaluate_figures)
+    write_pr_curves(paths, trailers, reports)
+    write_timelines(figures, trailers[: config.evaluate.example_timelines])
+    write_viewers(fresh(paths.evaluate_viewer), trailers, config)
+    numbers = {"evaluated_trailers": len(trailers), **summary(reports, gains)}
+    write_json(paths.metrics("evaluate"), numbers)
+    log.info(
+        "%s split, %d trailers: macro AP classifier %s, baseline %s; motion-only gain %s",
+        split,
+        len(trailers),
+        numbers.get("classifier_macro_ap", "n/a"),
+        numbers.get("baseline_macro_ap", "n/a"),
+        numbers.get("gain_motion_only_ap", "n/a"),
+    )
+    record(config, {model: card for model, (_, card) in loaded.items()}, report)
+    if failed:
+        raise StageError(
+            f"{len(failed)} trailers could not be read and are left out of "
+            f"the numbers (see {paths.evaluate_report})"
+        )
