@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock browser test test-fast lint run synth decode validate train evaluate ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast lint run exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,8 +54,14 @@ lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/ruff format --check pipeline tests benchmarks
 
-run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro)
+run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro), then sum it up
 	$(BIN)/dvc repro
+	@$(BIN)/python -m pipeline.summary --config configs/pipeline.yaml
+
+exp: $(STAMP) ## A DVC experiment with other params: make exp SET="train.epochs=3 train.learning_rate=0.001"
+	@test -n "$(SET)" || { echo 'usage: make exp SET="train.epochs=3 ..." (keys of configs/pipeline.yaml)'; exit 2; }
+	$(BIN)/dvc exp run $(foreach param,$(SET),-S configs/pipeline.yaml:$(param))
+	$(BIN)/dvc exp show --no-pager --only-changed
 
 synth: $(STAMP) ## Generate the demo trailer corpus (data/videos, annotations.csv, splits.csv)
 	$(TRAILERS) synth --config $(CONFIG)
