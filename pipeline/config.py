@@ -302,6 +302,8 @@ class ModelConfig(_Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     batch_norm: Literal["synchronized", "per_replica"] = "synchronized"
     """Trunk batch statistics over the global batch (all replicas) or each replica's share."""
+    frame_norm: Literal["scale", "standardize"] = "scale"
+    """Input frames scaled to [0, 1], or each frame standardised to zero mean, unit variance."""
 
     _sizes = field_validator("trunk_filters", "dense_units")(_positive_items)
 

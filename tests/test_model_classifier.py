@@ -116,3 +116,18 @@ def test_mixed_precision_keeps_outputs_float32():
 def test_stateful_needs_a_batch_size():
     with pytest.raises(ValueError, match="stateful classifier needs a fixed batch_size"):
         build_classifier(MODEL, FRAME, stateful=True)
+
+
+def test_frame_standardization_removes_brightness_and_contrast():
+    """Each frame to zero mean and unit variance: a dimmed, low-contrast copy reads the same."""
+    model = build_classifier(MODEL.model_copy(update={"frame_norm": "standardize"}), FRAME)
+    standardize = keras.Model(model.input, model.get_layer("standardize").output)
+    x = frames()
+    dim = (x // 4 + 10).astype(np.uint8)
+    dim[:, 0] = 7  # a uniform frame
+    outputs = [np.asarray(standardize(v)) for v in (x, dim)]
+    axes = tuple(range(2, outputs[0].ndim))
+    np.testing.assert_allclose(outputs[0].mean(axis=axes), 0.0, atol=1e-5)
+    np.testing.assert_allclose(outputs[0].std(axis=axes), 1.0, atol=1e-2)
+    np.testing.assert_allclose(outputs[1][:, 1:], outputs[0][:, 1:], atol=0.05)
+    np.testing.assert_array_equal(outputs[1][:, 0], 0.0)

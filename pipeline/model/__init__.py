@@ -24,13 +24,20 @@ from pipeline.model.classifier import (
     stacked_outputs,
     streaming_twin,
 )
-from pipeline.model.layers import ConvLSTM, ConvRNN2D, PeepholeConvLSTM, STConvLSTM
+from pipeline.model.layers import (
+    ConvLSTM,
+    ConvRNN2D,
+    FrameStandardization,
+    PeepholeConvLSTM,
+    STConvLSTM,
+)
 
 __all__ = [
     "CELLS",
     "ConvLSTM",
     "ConvLSTMCell",
     "ConvRNN2D",
+    "FrameStandardization",
     "GenreClassifier",
     "PeepholeConvLSTM",
     "PeepholeConvLSTMCell",

@@ -28,7 +28,13 @@ import numpy as np
 from pipeline import GENRES
 from pipeline.config import ModelConfig
 from pipeline.model.cells import PACKAGE, resolve_compute_format, standardize_format
-from pipeline.model.layers import ConvLSTM, ConvRNN2D, PeepholeConvLSTM, STConvLSTM
+from pipeline.model.layers import (
+    ConvLSTM,
+    ConvRNN2D,
+    FrameStandardization,
+    PeepholeConvLSTM,
+    STConvLSTM,
+)
 
 __all__ = [
     "CELLS",
@@ -91,13 +97,15 @@ def _frame_size(sequence) -> int:
     return math.prod(sequence.shape[2:])
 
 
-def _frames_input(frames_shape, batch_size: int | None, compute_format: str):
+def _frames_input(frames_shape, batch_size: int | None, compute_format: str, frame_norm: str):
     """The uint8 channels_first input and the float frames in ``compute_format``."""
     channels, rows, cols = frames_shape[-3:]
     frames = keras.Input((None, channels, rows, cols), batch_size, dtype="uint8", name="frames")
     x = frames
     if compute_format == "channels_last":
         x = keras.layers.Permute((1, 3, 4, 2), name="to_channels_last")(x)
+    if frame_norm == "standardize":
+        return frames, FrameStandardization(name="standardize")(x)
     return frames, keras.layers.Rescaling(1 / 255, name="scale")(x)
 
 
@@ -176,7 +184,7 @@ class GenreClassifier(keras.Model):
             block = _per_frame_block(model_config, layout)
         else:
             block = _recurrent_block(model_config, layout, stateful)
-        frames, x = _frames_input(frames_shape, batch_size, layout)
+        frames, x = _frames_input(frames_shape, batch_size, layout, model_config.frame_norm)
         outputs = build_network(x, model_config, block, layout)
         default_name = "frame_baseline" if frame_baseline else f"{model_config.cell}_classifier"
         super().__init__(frames, outputs, name=name or default_name, **kwargs)

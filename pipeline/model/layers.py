@@ -30,7 +30,7 @@ from pipeline.model.cells import (
     relayout,
 )
 
-__all__ = ["ConvLSTM", "ConvRNN2D", "PeepholeConvLSTM", "STConvLSTM"]
+__all__ = ["ConvLSTM", "ConvRNN2D", "FrameStandardization", "PeepholeConvLSTM", "STConvLSTM"]
 
 
 def _swap_time(sequences, source: str, target: str):
@@ -222,3 +222,27 @@ class STConvLSTM(ConvRNN2D):
     output_filters = _cell_attribute("output_filters")
     refine_kernel_size = _cell_attribute("refine_kernel_size")
     refine_state_kernel_size = _cell_attribute("refine_state_kernel_size")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FrameStandardization(keras.layers.Layer):
+    """Each frame of ``(batch, time, frame)`` to zero mean and unit variance over its pixels.
+
+    Statistics are per frame, over all its channels and pixels, in either layout: brightness
+    and contrast go, colour relations and shapes stay. Dark, low-contrast frames get the same
+    dynamic range as bright ones, so small movements in them are as visible. ``epsilon`` keeps
+    a uniform frame (black, one colour) finite: it becomes zeros (variance of [0, 1] values).
+    """
+
+    def __init__(self, epsilon: float = 1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, frames):
+        frames = keras.ops.cast(frames, self.compute_dtype) / 255.0
+        mean = keras.ops.mean(frames, axis=(-3, -2, -1), keepdims=True)
+        variance = keras.ops.var(frames, axis=(-3, -2, -1), keepdims=True)
+        return (frames - mean) / keras.ops.sqrt(variance + self.epsilon)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}
