@@ -35,7 +35,8 @@ from pipeline.synth import (
 from pipeline.synth_grammar import GRAMMAR, scene
 
 SAMPLE_FPS, SAMPLE_SIZE = 8.0, 64
-"""How the decode stage sees the corpus by default (configs/pipeline.yaml, decode section)."""
+"""The view the grammar guarantees its motions at: the decode defaults (pipeline/config.py;
+the demo config decodes at 32x32 to fit its training budget, see docs/experiments.md)."""
 
 
 def decode_all(path: Path) -> tuple[np.ndarray, list[av.VideoFrame], Fraction]:
