@@ -21,6 +21,7 @@ WIDTH_INCHES = 10.0
 TRUTH_SHARE = 0.3
 """Height of a genre's truth strip relative to its prediction strip."""
 COLOURMAP = "magma"
+"""Probabilities and labels alike: 1 is bright, 0 dark."""
 DPI = 100
 
 
@@ -54,7 +55,7 @@ def draw_timeline(
     image = None
     for index, genre in enumerate(GENRES):
         if truth is not None:
-            _strip(axes[2 * index], np.asarray(truth)[:, index], extent, "truth", "Greys")
+            _strip(axes[2 * index], np.asarray(truth)[:, index], extent, "truth", COLOURMAP)
             predicted = axes[2 * index + 1]
         else:
             predicted = axes[index]
