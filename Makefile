@@ -61,7 +61,7 @@ run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro),
 exp: $(STAMP) ## A DVC experiment with other params: make exp SET="train.epochs=3 train.learning_rate=0.001"
 	@test -n "$(SET)" || { echo 'usage: make exp SET="train.epochs=3 ..." (keys of configs/pipeline.yaml)'; exit 2; }
 	$(BIN)/dvc exp run $(foreach param,$(SET),-S configs/pipeline.yaml:$(param))
-	$(BIN)/dvc exp show --no-pager --only-changed
+	$(BIN)/dvc exp show --md --only-changed
 
 synth: $(STAMP) ## Generate the demo trailer corpus (data/videos, annotations.csv, splits.csv)
 	$(TRAILERS) synth --config $(CONFIG)
