@@ -206,7 +206,12 @@ def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(eval
             metrics[f"{model}_macro_ap"]
         )
         logged = {entry.path for entry in client.list_artifacts(run.info.run_id, "evaluate")}
-        assert {"evaluate/report.json", "evaluate/pr", "evaluate/figures"} <= logged
+        assert {
+            "evaluate/report.json",
+            "evaluate/pr",
+            "evaluate/figures",
+            "evaluate/viewer",
+        } <= logged
     assert "test_gain_motion_only_average_precision" in runs["evaluate-classifier"].data.metrics
     classifier = json.loads((root / "models" / "classifier" / "model.json").read_text())
     info = mlflow.models.get_model_info("models:/trailer-genres@champion")

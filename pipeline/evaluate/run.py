@@ -200,7 +200,12 @@ def record(config: Config, cards: Mapping[str, Mapping], report: Mapping) -> Non
     """An evaluation run per model; the classifier's also holds the gain, and registers the
     model when ``evaluate.register_model`` says so."""
     paths, split = config.paths, config.evaluate.split
-    artifacts = [paths.evaluate_report, paths.pr_curves, paths.evaluate_figures]
+    artifacts = [
+        paths.evaluate_report,
+        paths.pr_curves,
+        paths.evaluate_figures,
+        paths.evaluate_viewer,
+    ]
     for model in MODELS:
         training_run = cards[model].get("mlflow_run_id")
         with tracking.evaluation_run(config, model, training_run) as logged:
