@@ -189,10 +189,14 @@ def test_the_stage_writes_metrics_plots_pictures_and_pages(evaluated):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(evaluated):
+def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(
+    evaluated, monkeypatch: pytest.MonkeyPatch
+):
     root, result = evaluated
     assert result.returncode == 0, result.stderr[-3000:]
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    # The environment, not mlflow.set_tracking_uri: a process-wide URI would outlive this test
+    # and send later tests' MLflow calls to this store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("evaluation")
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
