@@ -94,6 +94,36 @@ def _duration(container: av.container.InputContainer, stream: av.VideoStream) ->
     return None
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A file in a videos folder that is not taken for a video (decode, catalogue predict), and
+    why."""
+
+    video: str
+    reason: str
+
+
+def list_videos(folder: Path, extensions: tuple[str, ...]) -> tuple[list[str], list[Skipped]]:
+    """The videos under ``folder`` (paths relative to it, sorted), and every other file."""
+    videos, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if not p.is_dir()):
+        video = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            skipped.append(Skipped(video, "hidden file"))
+        elif not path.is_file():
+            skipped.append(Skipped(video, "not a regular file"))
+        elif path.suffix.lower() not in extensions:
+            skipped.append(
+                Skipped(
+                    video,
+                    f"not a video extension ({path.suffix or 'none'}; see decode.video_extensions)",
+                )
+            )
+        else:
+            videos.append(video)
+    return videos, skipped
+
+
 def decord_readable(path: str | Path, remux_formats: tuple[str, ...], folder: Path) -> Path:
     """``path``, or a copy of its video stream in a Matroska file in ``folder`` when its container
     is one of ``remux_formats`` (PyAV format names). decord seeks badly in containers without an

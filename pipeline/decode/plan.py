@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import UNLABELLED
@@ -21,15 +20,7 @@ from pipeline.config import Config, DecodeConfig
 from pipeline.decode.receipts import decoded_parts
 from pipeline.decode.worker import DecodeParams, Job, Trailer
 from pipeline.errors import StageError
-from pipeline.video import container_duration
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A file in the videos folder that is not decoded, and why."""
-
-    video: str
-    reason: str
+from pipeline.video import Skipped, container_duration, list_videos
 
 
 def decode_params(decode: DecodeConfig) -> DecodeParams:
@@ -76,27 +67,6 @@ def find_trailers(config: Config) -> tuple[list[Trailer], list[Problem], list[Sk
     named = {trailer.video for trailer in trailers}
     skipped += [Skipped(v, f"not in {paths.annotations.name}") for v in videos if v not in named]
     return trailers, problems, skipped
-
-
-def list_videos(folder: Path, extensions: tuple[str, ...]) -> tuple[list[str], list[Skipped]]:
-    """The videos under ``folder`` (paths relative to it, sorted), and every other file."""
-    videos, skipped = [], []
-    for path in sorted(p for p in folder.rglob("*") if not p.is_dir()):
-        video = path.relative_to(folder).as_posix()
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            skipped.append(Skipped(video, "hidden file"))
-        elif not path.is_file():
-            skipped.append(Skipped(video, "not a regular file"))
-        elif path.suffix.lower() not in extensions:
-            skipped.append(
-                Skipped(
-                    video,
-                    f"not a video extension ({path.suffix or 'none'}; see decode.video_extensions)",
-                )
-            )
-        else:
-            videos.append(video)
-    return videos, skipped
 
 
 def plan_jobs(
