@@ -1,24 +1,42 @@
-"""Beam pipeline options from the ``beam:`` config section, for every Beam stage.
+"""Beam pipelines from the ``beam:`` config section, for every Beam stage.
 
-Decode, validate (and later the catalogue mode of predict) run on the same runner with the same
-options; a stage only picks its own DirectRunner mode. Beam's DirectRunner first tries Prism, a
-runner binary it downloads at run time, which ignores ``direct_running_mode``; its fallback, the
-FnApiRunner, is the local runner we mean, so "DirectRunner" runs on it directly, offline or not.
+Decode, validate (and the catalogue mode of predict) run on the same runner with the same
+options; a stage only picks its own DirectRunner mode and, for Dask, how many partitions its
+input is cut into. Beam's DirectRunner first tries Prism, a runner binary it downloads at run
+time, which ignores ``direct_running_mode``; its fallback, the FnApiRunner, is the local runner
+we mean, so "DirectRunner" runs on it directly, offline or not.
+
+``runner: dask`` runs on a Dask cluster: the one at ``beam.scheduler_address``, or a local one
+of ``beam.num_workers`` worker processes that ``new_pipeline`` starts and stops. Workers write
+the stage's files themselves, so they must see the paths of the config (a shared folder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.dask import dask_runner
+from apache_beam.runners.dask.overrides import dask_overrides
+from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline.config import BeamConfig
+from pipeline.config import DASK_RUNNERS, BeamConfig
 from pipeline.errors import StageError
 
+log = logging.getLogger(__name__)
+
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+LOCAL_HOST = "127.0.0.1"
+"""Where a local Dask cluster listens: this machine only."""
+SCHEDULER_FLAGS = frozenset(("dask_client_address", "dask_scheduler_file"))
+PARTITION_FLAGS = frozenset(("dask_npartitions", "dask_partition_size"))
 
 
 def usable_cpus() -> int:
@@ -34,27 +52,176 @@ def usable_cpus() -> int:
 
 
 def worker_count(config: BeamConfig) -> int:
-    """Workers of the local runner: as configured, or (0) one per usable core."""
+    """Workers of the local runner or cluster: as configured, or (0) one per usable core."""
     return config.num_workers or usable_cpus()
 
 
-def pipeline_options(config: BeamConfig, direct_running_mode: str | None = None) -> PipelineOptions:
-    """Runner and flags from the config; ``direct_running_mode`` overrides the section's own
-    for one stage (``in_memory`` runs on one worker, in this process)."""
-    local = config.runner == "DirectRunner"
-    flags = [f"--runner={'FnApiRunner' if local else config.runner}"]
-    if local:
+def is_dask(config: BeamConfig) -> bool:
+    return config.runner in DASK_RUNNERS
+
+
+def pipeline_options(
+    config: BeamConfig,
+    direct_running_mode: str | None = None,
+    scheduler_address: str | None = None,
+    partitions: int | None = None,
+) -> PipelineOptions:
+    """Runner flags from the config; ``direct_running_mode`` overrides the section's own for
+    one stage (``in_memory`` runs on one worker, in this process). On Dask,
+    ``scheduler_address`` is the cluster's and ``partitions`` how many parts a ``beam.Create``
+    is cut into (each part is one task), unless ``runner_options`` say otherwise."""
+    flags = []
+    if config.runner == "DirectRunner":
         mode = direct_running_mode or config.direct_running_mode
         workers = 1 if mode == "in_memory" else worker_count(config)
-        flags += [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+        flags += [
+            "--runner=FnApiRunner",
+            f"--direct_running_mode={mode}",
+            f"--direct_num_workers={workers}",
+        ]
+    elif not is_dask(config):
+        flags.append(f"--runner={config.runner}")
+    if scheduler_address is not None:
+        flags.append(f"--dask_client_address={scheduler_address}")
+    if partitions and is_dask(config) and not PARTITION_FLAGS & config.runner_options.keys():
+        flags.append(f"--dask_npartitions={partitions}")
     flags += [f"--{key}={value}" for key, value in config.runner_options.items()]
     return PipelineOptions(flags)
 
 
-def new_pipeline(config: BeamConfig, direct_running_mode: str | None = None) -> beam.Pipeline:
-    """A pipeline on the configured runner; StageError names ``beam.runner`` if Beam has none
-    by that name."""
+@contextlib.contextmanager
+def new_pipeline(
+    config: BeamConfig, direct_running_mode: str | None = None, partitions: int | None = None
+) -> Iterator[beam.Pipeline]:
+    """A pipeline on the configured runner, run when the block ends without an exception.
+
+    On Dask with no scheduler address, a local cluster lives as long as the block;
+    ``partitions`` (e.g. the number of elements) spreads the input over the workers there.
+    StageError names ``beam.runner`` if Beam has no runner by that name, and the address's key
+    if no scheduler answers there.
+    """
+    with _scheduler(config) as address:
+        options = pipeline_options(config, direct_running_mode, address, partitions)
+        runner = DaskRunner(_address_key(config)) if is_dask(config) else None
+        try:
+            pipeline = beam.Pipeline(runner=runner, options=options)
+        except ValueError as exc:
+            raise StageError(f"beam.runner {config.runner!r}: {str(exc).split('. ')[0]}") from None
+        with pipeline:
+            yield pipeline
+
+
+@contextlib.contextmanager
+def _scheduler(config: BeamConfig) -> Iterator[str | None]:
+    """The Dask scheduler address to add to the flags: the configured one, a local cluster's
+    (started for the block), or None when the runner is not Dask or the flags name one."""
+    if not is_dask(config) or SCHEDULER_FLAGS & config.runner_options.keys():
+        yield None
+    elif config.scheduler_address is not None:
+        yield config.scheduler_address
+    else:
+        from distributed import LocalCluster
+
+        workers = worker_count(config)
+        log.info("starting a local Dask cluster of %d worker processes", workers)
+        with (
+            _quiet_dask(),
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host=LOCAL_HOST,
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP routes on a free port
+            ) as cluster,
+        ):
+            yield cluster.scheduler_address
+
+
+@contextlib.contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Dask's own INFO lines (workers starting and stopping) are not the stage's news."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
     try:
-        return beam.Pipeline(options=pipeline_options(config, direct_running_mode))
-    except ValueError as exc:
-        raise StageError(f"beam.runner {config.runner!r}: {str(exc).split('. ')[0]}") from None
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _address_key(config: BeamConfig) -> str:
+    if "dask_client_address" in config.runner_options:
+        return "beam.runner_options.dask_client_address"
+    if "dask_scheduler_file" in config.runner_options:
+        return "beam.runner_options.dask_scheduler_file"
+    return "beam.scheduler_address"
+
+
+class DaskRunner(dask_runner.DaskRunner):
+    """Beam's DaskRunner (apache-beam 2.72), fixed where our stages need it.
+
+    Upstream computes the bag of the last transform it visits only, so of a pipeline's
+    branches one runs and the others' writes silently never happen; this runner computes every
+    branch's end. Upstream also leaves its client open when the pipeline is done (a local
+    cluster stopping under it makes the driver wait 30 s to reconnect); this one runs to the
+    end and closes it. ``address_key`` is the config key named when no scheduler answers.
+    """
+
+    def __init__(self, address_key: str = "beam.scheduler_address") -> None:
+        super().__init__()
+        self.address_key = address_key
+
+    def run_pipeline(self, pipeline: beam.Pipeline, options: PipelineOptions) -> PipelineResult:
+        import dask
+        from distributed import as_completed
+
+        client_options = options.view_as(dask_runner.DaskOptions).get_all_options(
+            drop_default=True, current_only=True
+        )
+        bag_options = dask_runner.DaskOptions._extract_bag_kwargs(client_options)
+        pipeline.replace_all(dask_overrides())
+        visitor = self.to_dask_bag_visitor(bag_options)
+        pipeline.visit(visitor)
+        with self._client(client_options) as client:
+            futures = client.compute(dask.optimize(*_branch_ends(visitor.bags)))
+            for _ in as_completed(futures, with_results=True):
+                pass  # gathering raises a worker's error here
+        return FinishedResult()
+
+    @contextlib.contextmanager
+    def _client(self, client_options: dict[str, Any]) -> Iterator[Any]:
+        from distributed import Client
+
+        place = client_options.get("address") or client_options.get("scheduler_file")
+        try:
+            client = Client(**client_options)
+        except (OSError, ValueError) as exc:
+            reason = str(exc).split("\n")[0]
+            raise StageError(
+                f"{self.address_key} {place!r}: no Dask scheduler ({reason})"
+            ) from None
+        with client:
+            yield client
+
+
+def _branch_ends(bags: dict[Any, Any]) -> list[Any]:
+    """The bags of the transforms whose output no other transform reads."""
+    read = set()
+    for node in bags:
+        read.update(value.producer for value in node.inputs)
+        read.update(side.pvalue.producer for side in node.side_inputs)
+    return [bag for node, bag in bags.items() if node not in read and bag is not None]
+
+
+class FinishedResult(PipelineResult):
+    """The result of a pipeline that ran to the end before ``run`` returned."""
+
+    def __init__(self) -> None:
+        super().__init__(PipelineState.DONE)
+
+    def wait_until_finish(self, duration: int | None = None) -> str:
+        return self.state
+
+    def cancel(self) -> str:
+        return self.state

@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from pipeline import GENRES, SPLITS
@@ -216,12 +217,19 @@ class SynthConfig(_Section):
         return values
 
 
+DASK_RUNNERS = ("dask", "apache_beam.runners.dask.dask_runner.DaskRunner")
+"""The names ``beam.runner`` takes for Beam's Dask runner (``pipeline/beam.py`` runs a fixed
+subclass of it)."""
+
+
 class BeamConfig(_Section):
     """How the Beam stages (decode, validate) run: never what they write, so not DVC params.
 
     ``DirectRunner`` runs on Beam's local FnApiRunner with ``num_workers`` workers (0: one per
-    usable core) in ``direct_running_mode``; any other runner gets ``runner_options`` as its
-    flags (``pipeline/beam.py``).
+    usable core) in ``direct_running_mode``. ``dask`` runs on the Dask cluster at
+    ``scheduler_address``, or (null) on a local cluster of ``num_workers`` worker processes
+    that the stage starts and stops; ``num_workers`` also sets how many parts decode cuts
+    long videos into. Any runner gets ``runner_options`` as its flags (``pipeline/beam.py``).
     """
 
     runner: str = "DirectRunner"
@@ -229,7 +237,24 @@ class BeamConfig(_Section):
         "multi_threading"
     )
     num_workers: int = Field(0, ge=0)
+    scheduler_address: str | None = Field(None, min_length=1)
     runner_options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_scheduler(self) -> BeamConfig:
+        if self.scheduler_address is None:
+            return self
+        if self.runner not in DASK_RUNNERS:
+            raise ValueError(
+                f"scheduler_address is for the Dask runner (runner: dask), got runner "
+                f"{self.runner!r}"
+            )
+        if "dask_client_address" in self.runner_options:
+            raise ValueError(
+                "scheduler_address and runner_options.dask_client_address both name a "
+                "scheduler: keep one"
+            )
+        return self
 
 
 class DecodeConfig(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 # Before any test imports TensorFlow: on CPUs without AVX-512 TensorFlow leaves oneDNN off and
@@ -10,6 +11,7 @@ from pathlib import Path
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import pytest  # noqa: E402
+from dask_cluster import dask_cluster
 from helpers import copy_corpus, path_overrides, smoke_config, tracked_paths, trailers
 
 from pipeline.config import Config
@@ -50,3 +52,12 @@ def trained_corpus(validated_corpus: Path, tmp_path_factory: pytest.TempPathFact
         result = trailers("train", f"--model={model}", *tracked_paths(root), cwd=root)
         assert result.returncode == 0, result.stderr[-3000:]
     return root
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of a Dask cluster of real processes on 127.0.0.1 for the session: ``dask
+    scheduler`` and two ``dask worker --nworkers 1 --nthreads 1``, stopped at the end. Which
+    worker ran what: ``dask_cluster.tasks_by_worker``."""
+    with dask_cluster(tmp_path_factory.mktemp("dask")) as address:
+        yield address

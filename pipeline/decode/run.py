@@ -71,8 +71,7 @@ class DecodeParts(beam.DoFn):
 def run_beam(jobs: list[Job], config: Config) -> None:
     """Decode ``jobs`` on the configured Beam runner; each leaves a receipt or a failure note."""
     decode: DecodeConfig = config.decode
-    pipeline = new_pipeline(config.beam)
-    with Progress(jobs), pipeline:
+    with Progress(jobs), new_pipeline(config.beam, partitions=len(jobs)) as pipeline:
         (
             pipeline
             | "Parts" >> beam.Create(jobs, reshuffle=True)
