@@ -329,6 +329,9 @@ class ModelConfig(_Section):
     """Trunk batch statistics over the global batch (all replicas) or each replica's share."""
     frame_norm: Literal["scale", "standardize"] = "scale"
     """Input frames scaled to [0, 1], or each frame standardised to zero mean, unit variance."""
+    motion_input: Literal["none", "difference"] = "none"
+    """``difference``: the recurrent model also sees each frame minus the previous one, stacked
+    on its channels (the per-frame baseline never does)."""
 
     _sizes = field_validator("trunk_filters", "dense_units")(_positive_items)
 

@@ -131,3 +131,12 @@ def test_frame_standardization_removes_brightness_and_contrast():
     np.testing.assert_allclose(outputs[0].std(axis=axes), 1.0, atol=1e-2)
     np.testing.assert_allclose(outputs[1][:, 1:], outputs[0][:, 1:], atol=0.05)
     np.testing.assert_array_equal(outputs[1][:, 0], 0.0)
+
+
+def test_motion_input_difference_feeds_the_recurrent_model_only():
+    config = MODEL.model_copy(update={"motion_input": "difference"})
+    recurrent = build_classifier(config, FRAME)
+    difference = recurrent.get_layer("frame_difference")
+    assert difference.output.shape[difference.channel_axis] == 2 * FRAME[0]
+    baseline = build_frame_baseline(config, FRAME)
+    assert "frame_difference" not in [layer.name for layer in baseline.layers]

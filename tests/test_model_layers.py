@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.model import ConvLSTM, PeepholeConvLSTM, STConvLSTM
+from pipeline.model import (
+    ConvLSTM,
+    FrameDifference,
+    FrameDifferenceCell,
+    PeepholeConvLSTM,
+    STConvLSTM,
+)
 
 FILTERS, CHANNELS, SIZE, STEPS, BATCH = 4, 3, 8, 6, 2
 TOLERANCE = 1e-5
@@ -152,3 +158,28 @@ def test_masks_are_refused():
     layer = ConvLSTM(FILTERS, 3, padding="same")
     with pytest.raises(ValueError, match="masks are not supported"):
         layer(sequences(), mask=np.ones((BATCH, STEPS), dtype=bool))
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_frame_difference_is_the_frame_and_its_change_in_one_pass_or_step_by_step(data_format):
+    x = sequences(data_format)
+    ours = np.asarray(FrameDifference(data_format)(x))
+    stock = keras.layers.RNN(FrameDifferenceCell(data_format), return_sequences=True)(x)
+    assert max_diff(ours, stock) == 0.0
+    axis = 2 if data_format == "channels_first" else -1
+    frames, change = np.split(ours, 2, axis=axis)
+    np.testing.assert_array_equal(frames, x)
+    np.testing.assert_array_equal(change[:, 0], 0.0)  # no frame before the first: no change
+    assert max_diff(change[:, 1:], x[:, 1:] - x[:, :-1]) <= TOLERANCE
+
+
+def test_frame_difference_carries_the_last_frame_between_stateful_chunks():
+    x = sequences()
+    whole = FrameDifference()(x)
+    stateful = FrameDifference(stateful=True)
+    chunks = [stateful(x[:, start : start + 4]) for start in range(0, STEPS, 4)]
+    assert max_diff(np.concatenate(chunks, axis=1), whole) <= TOLERANCE
+    stateful.reset_state()
+    assert max_diff(stateful(x[:, 3:]), FrameDifference()(x[:, 3:])) == 0.0
+    restored = FrameDifference.from_config(stateful.get_config())
+    assert restored.stateful and restored.cell.data_format == "channels_first"

@@ -35,9 +35,10 @@ def perturbed(model: keras.Model, seed: int = 0) -> keras.Model:
     return model
 
 
-def classifier(cell: str = "convlstm", **kwargs) -> keras.Model:
+def classifier(cell: str = "convlstm", motion_input: str = "none", **kwargs) -> keras.Model:
     keras.utils.set_random_seed(0)
-    return perturbed(build_classifier(MODEL.model_copy(update={"cell": cell}), FRAME, **kwargs))
+    config = MODEL.model_copy(update={"cell": cell, "motion_input": motion_input})
+    return perturbed(build_classifier(config, FRAME, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +102,12 @@ def test_a_file_saved_in_one_layout_loads_and_runs_in_the_other(saved_in, loaded
     assert "channels_" not in str(loaded.get_config())
 
 
-@pytest.mark.parametrize("cell", ["convlstm", "st_clstm"])
-def test_the_streaming_twin_fed_chunks_of_5_equals_the_whole_trailer(cell):
-    original = classifier(cell)
+@pytest.mark.parametrize(
+    ("cell", "motion_input"),
+    [("convlstm", "none"), ("st_clstm", "none"), ("convlstm", "difference")],
+)
+def test_the_streaming_twin_fed_chunks_of_5_equals_the_whole_trailer(cell, motion_input):
+    original = classifier(cell, motion_input=motion_input)
     trailer = clip(1, 23, seed=4)
     whole = stacked(original.predict(trailer, verbose=0))
     twin = streaming_twin(original, batch_size=1)

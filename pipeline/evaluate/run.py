@@ -25,10 +25,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
-import pipeline.model  # noqa: F401  registers the layers the .keras files name
 from pipeline import GENRES
 from pipeline.config import Config, PathsConfig, tracking_uri
 from pipeline.errors import StageError
@@ -45,7 +43,7 @@ from pipeline.evaluate.report import (
 )
 from pipeline.io import read_json, write_json
 from pipeline.manifest import ManifestError, ShardRow, read_manifest
-from pipeline.model import stacked_outputs
+from pipeline.model import frame_probabilities  # importing it registers the layers
 from pipeline.shards import by_trailer, read_trailer
 from pipeline.timeline_plot import draw_timeline
 from pipeline.tracking import require_reachable
@@ -81,17 +79,6 @@ def check_decoded_alike(model: str, card: Mapping, rows: Sequence[ShardRow]) -> 
                 f"{model} was trained on {decode['fps']} fps, {decode['height']}x"
                 f"{decode['width']}: rerun train"
             )
-
-
-def predictor(network: keras.Model) -> Predictor:
-    """One whole trailer in one pass; traced once for any number of frames."""
-    frame_shape = tuple(network.input_shape[2:])
-
-    @tf.function(input_signature=[tf.TensorSpec((1, None, *frame_shape), tf.uint8)])
-    def outputs(frames: tf.Tensor) -> dict[str, tf.Tensor]:
-        return network(frames, training=False)
-
-    return lambda frames: stacked_outputs(outputs(frames[None]))[0]
 
 
 def score_split(
@@ -237,7 +224,7 @@ def run(config: Config) -> None:
     chosen = [row for row in rows if row.split in ("val", split)]
     for model, (_, card) in loaded.items():
         check_decoded_alike(model, card, chosen)
-    predictors = {model: predictor(network) for model, (network, _) in loaded.items()}
+    predictors = {model: frame_probabilities(network) for model, (network, _) in loaded.items()}
 
     val, failed = score_split(rows, "val", predictors, paths.shards)
     trailers = val

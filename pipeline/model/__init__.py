@@ -8,6 +8,7 @@ strategies can still be configured until weights are created.
 
 from pipeline.model.cells import (
     ConvLSTMCell,
+    FrameDifferenceCell,
     PeepholeConvLSTMCell,
     RefineNet,
     STConvLSTMCell,
@@ -20,6 +21,7 @@ from pipeline.model.classifier import (
     build_classifier,
     build_frame_baseline,
     build_network,
+    frame_probabilities,
     reset_states,
     stacked_outputs,
     streaming_twin,
@@ -27,6 +29,7 @@ from pipeline.model.classifier import (
 from pipeline.model.layers import (
     ConvLSTM,
     ConvRNN2D,
+    FrameDifference,
     FrameStandardization,
     PeepholeConvLSTM,
     STConvLSTM,
@@ -36,7 +39,9 @@ __all__ = [
     "CELLS",
     "ConvLSTM",
     "ConvLSTMCell",
+    "FrameDifferenceCell",
     "ConvRNN2D",
+    "FrameDifference",
     "FrameStandardization",
     "GenreClassifier",
     "PeepholeConvLSTM",
@@ -48,6 +53,7 @@ __all__ = [
     "build_frame_baseline",
     "build_network",
     "forced_layout",
+    "frame_probabilities",
     "reset_states",
     "resolve_compute_format",
     "stacked_outputs",

@@ -522,3 +522,46 @@ class STConvLSTMCell(ConvLSTMCell):
             "refine_kernel_size": self.refine_kernel_size,
             "refine_state_kernel_size": self.refine_state_kernel_size,
         }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FrameDifferenceCell(keras.layers.Layer):
+    """One step of the motion input: a frame -> the frame and its difference from the previous
+    frame, stacked on the channel axis (twice the channels).
+
+    States ``[previous frame, seen]``: ``seen`` is 0 before a sequence's first frame, whose
+    difference is then zero rather than the frame itself, so a window cut from the middle of a
+    trailer starts like the trailer does. No weights.
+
+    Args:
+        data_format: layout of the frames, ``"channels_first"`` or ``"channels_last"``.
+    """
+
+    state_size = [1, 1]  # nominal: get_initial_state gives the real, frame-shaped, states
+
+    def __init__(self, data_format: str = "channels_first", **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = standardize_format(data_format, "data_format")
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.data_format == "channels_first" else -1
+
+    def build(self, input_shape):
+        self.frame = tuple(input_shape[1:])
+
+    def call(self, inputs, states):
+        """``(output, [inputs, ones])``: output ``[inputs, (inputs - previous) * seen]``."""
+        previous, seen = states
+        difference = (inputs - previous) * ops.reshape(seen, (-1, 1, 1, 1))
+        output = ops.concatenate([inputs, difference], axis=self.channel_axis)
+        return output, [inputs, ops.ones_like(seen)]
+
+    def get_initial_state(self, batch_size=None):
+        return [
+            ops.zeros((batch_size, *self.frame), dtype=self.compute_dtype),
+            ops.zeros((batch_size, 1), dtype=self.compute_dtype),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from pipeline import GENRES
 from pipeline.config import ModelConfig
@@ -31,6 +32,7 @@ from pipeline.model.cells import PACKAGE, resolve_compute_format, standardize_fo
 from pipeline.model.layers import (
     ConvLSTM,
     ConvRNN2D,
+    FrameDifference,
     FrameStandardization,
     PeepholeConvLSTM,
     STConvLSTM,
@@ -42,6 +44,7 @@ __all__ = [
     "build_classifier",
     "build_frame_baseline",
     "build_network",
+    "frame_probabilities",
     "reset_states",
     "stacked_outputs",
     "streaming_twin",
@@ -185,6 +188,8 @@ class GenreClassifier(keras.Model):
         else:
             block = _recurrent_block(model_config, layout, stateful)
         frames, x = _frames_input(frames_shape, batch_size, layout, model_config.frame_norm)
+        if model_config.motion_input == "difference" and not frame_baseline:
+            x = FrameDifference(layout, stateful=stateful, name="frame_difference")(x)
         outputs = build_network(x, model_config, block, layout)
         default_name = "frame_baseline" if frame_baseline else f"{model_config.cell}_classifier"
         super().__init__(frames, outputs, name=name or default_name, **kwargs)
@@ -269,7 +274,8 @@ def streaming_twin(
     Feed it a trailer chunk by chunk (any chunk lengths, through ``predict`` or a call) and call
     :func:`reset_states` between trailers. Before returning it, checks that a seeded random clip
     of ``check_frames`` frames fed in chunks of ``chunk_frames`` gives ``model``'s
-    whole-sequence outputs within ``tolerance``, and leaves the twin reset.
+    whole-sequence outputs within ``tolerance``, and leaves the twin reset; ``check_frames=0``
+    skips that check (it runs both models eagerly: about a second on 2 cores).
 
     Raises:
         TypeError: ``model`` is not a :class:`GenreClassifier` with recurrent layers.
@@ -289,8 +295,20 @@ def streaming_twin(
         name=f"{model.name}_streaming",
     )
     twin.set_weights(model.get_weights())
+    if check_frames:
+        _check_twin(model, twin, check_frames, chunk_frames, tolerance)
+    return twin
+
+
+def _check_twin(
+    model: GenreClassifier,
+    twin: GenreClassifier,
+    check_frames: int,
+    chunk_frames: int,
+    tolerance: float,
+) -> None:
     rng = np.random.default_rng(0)
-    clip = rng.integers(0, 256, (batch_size, check_frames, *model.frames_shape), dtype=np.uint8)
+    clip = rng.integers(0, 256, (twin.batch_size, check_frames, *model.frames_shape), np.uint8)
     whole = stacked_outputs(model(clip, training=False))
     chunks = [
         stacked_outputs(twin(clip[:, start : start + chunk_frames], training=False))
@@ -303,7 +321,20 @@ def streaming_twin(
             f"the streaming twin of {model.name!r} differs from it by {difference:.3g} "
             f"(> {tolerance:g}) on a clip of {check_frames} frames in chunks of {chunk_frames}"
         )
-    return twin
+
+
+def frame_probabilities(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` as a function of one trailer's uint8 frames ``(frames, 3, rows, cols)`` ->
+    float32 ``(frames, 6)``, traced once for any number of frames: called eagerly, a recurrent
+    layer's time loop runs op by op, 9-12x slower (demo model, 64 frames at 64x64, 2 cores).
+    A stateful twin keeps its state from call to call."""
+    frames_spec = tf.TensorSpec((1, None, *model.input_shape[2:]), tf.uint8)
+
+    @tf.function(input_signature=[frames_spec])
+    def outputs(frames: tf.Tensor) -> dict[str, tf.Tensor]:
+        return model(frames, training=False)
+
+    return lambda frames: stacked_outputs(outputs(frames[None]))[0].astype(np.float32)
 
 
 def stacked_outputs(outputs: dict) -> np.ndarray:

@@ -24,13 +24,21 @@ import tensorflow as tf
 from pipeline.model.cells import (
     PACKAGE,
     ConvLSTMCell,
+    FrameDifferenceCell,
     PeepholeConvLSTMCell,
     STConvLSTMCell,
     frame_perm,
     relayout,
 )
 
-__all__ = ["ConvLSTM", "ConvRNN2D", "FrameStandardization", "PeepholeConvLSTM", "STConvLSTM"]
+__all__ = [
+    "ConvLSTM",
+    "ConvRNN2D",
+    "FrameDifference",
+    "FrameStandardization",
+    "PeepholeConvLSTM",
+    "STConvLSTM",
+]
 
 
 def _swap_time(sequences, source: str, target: str):
@@ -246,3 +254,63 @@ class FrameStandardization(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FrameDifference(keras.layers.RNN):
+    """Motion made visible: each frame of ``(batch, time, frame)`` with its difference from the
+    previous frame stacked on its channels (:class:`~pipeline.model.cells.FrameDifferenceCell`).
+
+    A stock ``keras.layers.RNN`` runs the cell step by step with the same numbers; this layer
+    takes all steps at once (a difference needs no loop). ``stateful`` carries the last frame
+    to the next call, so a stream fed chunk by chunk gives the whole sequence's outputs.
+    """
+
+    def __init__(
+        self,
+        data_format: str = "channels_first",
+        stateful: bool = False,
+        name: str | None = None,
+        dtype=None,
+        **kwargs,
+    ):
+        cell = FrameDifferenceCell(data_format, dtype=dtype, name="cell")
+        super().__init__(
+            cell, return_sequences=True, stateful=stateful, name=name, dtype=dtype, **kwargs
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=5)
+        self.supports_masking = False
+
+    @property
+    def channel_axis(self) -> int:
+        return 2 if self.cell.data_format == "channels_first" else -1
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        shape = list(sequences_shape)
+        channels = shape[self.channel_axis]
+        shape[self.channel_axis] = None if channels is None else 2 * channels
+        return tuple(shape)
+
+    def compute_mask(self, _, mask=None):
+        return None
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if mask is not None:
+            raise ValueError(f"{self.name}: masks are not supported, received a mask")
+        previous, seen = initial_state
+        before = tf.concat([previous[:, None], sequences[:, :-1]], axis=1)
+        later = tf.ones_like(sequences[:, 1:, :1, :1, :1])
+        counted = tf.concat([tf.reshape(seen, (-1, 1, 1, 1, 1)), later], axis=1)
+        outputs = tf.concat([sequences, (sequences - before) * counted], axis=self.channel_axis)
+        return outputs[:, -1], outputs, [sequences[:, -1], tf.ones_like(seen)]
+
+    def get_config(self):
+        config = super().get_config()
+        fixed = ("cell", "unroll", "zero_output_for_mask", "return_sequences", "return_state")
+        for key in (*fixed, "go_backwards"):
+            config.pop(key)
+        return {**config, "data_format": self.cell.data_format}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
