@@ -86,9 +86,9 @@ ui: $(STAMP) ## Browse the MLflow runs: the UI on the project's store at 127.0.0
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 .PHONY: predict bench-predict
-predict: $(STAMP) ## Genre timelines of any videos: make predict VIDEO="a.mp4 b.mkv" [MODEL=path|runs:/...] (outputs/predict/)
-	@test -n "$(VIDEO)" || { echo 'usage: make predict VIDEO="a.mp4 ..." [MODEL=path|uri]'; exit 2; }
-	$(TRAILERS) predict --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(VIDEO)
+predict: $(STAMP) ## Genre timelines of any videos: make predict VIDEO="a.mp4 b.mkv" or CATALOGUE=dir|list.csv [MODEL=path|runs:/...] (outputs/predict/)
+	@test -n "$(VIDEO)$(CATALOGUE)" || { echo 'usage: make predict VIDEO="a.mp4 ..." | CATALOGUE=dir|list.csv [MODEL=path|uri]'; exit 2; }
+	$(TRAILERS) predict --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(if $(CATALOGUE),--catalogue "$(CATALOGUE)") $(VIDEO)
 
 bench-decode: $(STAMP) ## Decode speed vs the ffmpeg CLI and PyAV, and 2 workers vs 1
 	$(BIN)/python benchmarks/decode.py

@@ -102,7 +102,7 @@ def check_video_path(video: str) -> str | None:
     return None
 
 
-def _text(path: Path) -> str:
+def spreadsheet_text(path: Path) -> str:
     """The file as text: UTF-8, a byte order mark dropped; anything else stops the stage."""
     if not path.is_file():
         raise StageError(f"{path}: file not found")
@@ -121,7 +121,7 @@ def _rows(
     path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()
 ) -> list[tuple[int, dict[str, str | None]]]:
     """``(line, row)`` per data row, cells trimmed; a missing cell is None."""
-    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    reader = csv.DictReader(io.StringIO(spreadsheet_text(path), newline=""))
     header = [name.strip() for name in reader.fieldnames or ()]
     if header[: len(columns)] != list(columns) or not set(header[len(columns) :]) <= set(optional):
         allowed = f" (and optionally {','.join(optional)})" if optional else ""

@@ -27,7 +27,8 @@ from pipeline.noise import configure, quiet_stderr, silence_workers
 class Stage:
     """A subcommand: the module whose ``run`` it calls, what it does, and what it reads and
     writes, in words built from the config's paths (so help and config never disagree);
-    ``dvc``: whether it is a stage of ``dvc.yaml`` (predict is not: it reads the user's videos)."""
+    ``dvc``: whether it is a stage of ``dvc.yaml`` (predict is not: it reads the user's videos);
+    ``one_of``: flags of which exactly one must be given (argparse reports any other use)."""
 
     module: str
     help: str
@@ -35,6 +36,7 @@ class Stage:
     writes: Callable[[PathsConfig], str]
     flags: dict[str, dict] = field(default_factory=dict)
     dvc: bool = True
+    one_of: tuple[str, ...] = ()
 
 
 STAGES: dict[str, Stage] = {
@@ -108,14 +110,26 @@ STAGES: dict[str, Stage] = {
         "pipeline.predict.run",
         "genre timelines of any videos, streamed through the trained model chunk by chunk",
         reads=lambda paths: (
-            f"VIDEO..., {paths.model('classifier')}/ (model.keras, model.json) or --model"
+            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (model.keras, model.json) or "
+            "--model"
         ),
         writes=lambda paths: (
             f"{paths.stage_outputs('predict')}/ (or --out): <name>.timeline.csv, <name>.json, "
-            "<name>.png, <name>.html (predict.html)"
+            "<name>.png, <name>.html (predict.html); with --catalogue, catalogue.csv too"
         ),
         flags={
-            "videos": {"nargs": "+", "metavar": "VIDEO", "help": "video files to predict"},
+            "videos": {
+                "nargs": "*",
+                "default": [],
+                "metavar": "VIDEO",
+                "help": "video files to predict, one after another",
+            },
+            "--catalogue": {
+                "metavar": "DIR|CSV",
+                "help": "predict every video of a folder, or of a CSV's video column (paths "
+                "relative to the CSV), on the Beam runner (beam:), and summarise them in "
+                "catalogue.csv",
+            },
             "--model": {
                 "metavar": "PATH|URI",
                 "help": "a .keras file, its folder (model.json beside it) or an MLflow model URI "
@@ -129,6 +143,7 @@ STAGES: dict[str, Stage] = {
             },
         },
         dvc=False,
+        one_of=("videos", "--catalogue"),
     ),
 }
 COMMON = ("stage", "config", "set", "verbose", "quiet")
@@ -167,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         loudness.add_argument(
             "-q", "--quiet", action="store_true", help="show only warnings and errors"
         )
+        exclusive = sub.add_mutually_exclusive_group(required=True) if stage.one_of else None
         for flag, options in stage.flags.items():
-            sub.add_argument(flag, **options)
+            (exclusive if flag in stage.one_of else sub).add_argument(flag, **options)
     return parser
 
 

@@ -1,12 +1,14 @@
 """What predict writes per video, each file atomically: ``<name>.timeline.csv``, ``<name>.json``
 and ``<name>.png`` (and the viewer page ``<name>.html``), ``<name>`` being the video's stem made
-a safe, unique file name."""
+a safe, unique file name; and for a catalogue, one ``catalogue.csv`` row per video."""
 
 from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +22,19 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 """Runs of characters left out of output names (path separators, spaces, shell specials)."""
 DECIMALS = 6
 """Decimals of times and probabilities in the CSV (float32 carries about seven)."""
+CATALOGUE_FILE = "catalogue.csv"
+"""The catalogue summary, beside the videos' own outputs (no video's ``<name>.*`` is this)."""
+CATALOGUE_COLUMNS = ("video", "name", *GENRES, "genres_present", "error")
 
 
 def output_names(videos: Sequence[Path]) -> list[str]:
-    """A safe file name per video, from its stem; a repeated stem gets ``-2``, ``-3``, ..."""
+    """A safe file name per video, from its stem (accents dropped: ``Amélie`` -> ``Amelie``); a
+    repeated stem gets ``-2``, ``-3``, ..."""
     names: list[str] = []
     taken: set[str] = set()
     for video in videos:
-        base = UNSAFE.sub("_", video.stem).lstrip(".") or "video"
+        stem = unicodedata.normalize("NFKD", video.stem).encode("ascii", "ignore").decode()
+        base = UNSAFE.sub("_", stem).lstrip(".") or "video"
         name, copy = base, 1
         while name in taken:
             copy += 1
@@ -78,3 +85,36 @@ def write_summary(
             "segments": genre_segments(probabilities, fps, duration_s, timeline, trailer_id),
         },
     )
+
+
+@dataclass(frozen=True)
+class CatalogueRow:
+    """One video of a catalogue: as the catalogue lists it, its output name, and either its
+    ``<name>.json`` summary or why it failed."""
+
+    video: str
+    name: str
+    summary: dict | None
+    error: str | None = None
+
+
+def write_catalogue(path: Path, rows: Iterable[CatalogueRow]) -> None:
+    """``catalogue.csv``: per video its trailer-level score per genre and the genres present
+    (space-separated), or empty scores and the ``error`` that stopped it."""
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CATALOGUE_COLUMNS)
+        for row in rows:
+            if row.summary is None:
+                writer.writerow([row.video, row.name, *[""] * len(GENRES), "", row.error])
+                continue
+            scores = row.summary["trailer_scores"]
+            writer.writerow(
+                [
+                    row.video,
+                    row.name,
+                    *(f"{scores[genre]:.{DECIMALS}f}" for genre in GENRES),
+                    " ".join(row.summary["genres_present"]),
+                    "",
+                ]
+            )

@@ -6,7 +6,9 @@ streaming model chunk by chunk (``predict.chunk_frames``), so memory does not gr
 video's length. Per video it writes ``<name>.timeline.csv``, ``<name>.json``, ``<name>.png``
 and, with ``predict.html`` (or ``--html``), the viewer page ``<name>.html``, all under
 ``--out`` (default ``outputs/predict``). A video that cannot be read is reported in one line and
-skipped; the stage fails (exit code 1) after the others are written.
+skipped; the stage fails (exit code 1) after the others are written. ``--catalogue`` predicts a
+whole folder or CSV list of videos on Beam instead (:mod:`pipeline.predict.catalogue`), each
+video through :func:`predict_video` as here.
 """
 
 from __future__ import annotations
@@ -35,11 +37,18 @@ def run(
     model: str | None = None,
     out: str | Path | None = None,
     html: bool | None = None,
+    catalogue: str | Path | None = None,
 ) -> None:
-    """Predict every video's genre timeline; StageError if any video failed (after the rest)."""
-    loaded = load(model, config)
+    """Predict every video's genre timeline (of ``videos``, or of the ``catalogue`` folder or
+    CSV file on Beam); StageError if any video failed (after the rest)."""
     out_dir = Path(out) if out is not None else config.paths.stage_outputs("predict")
     html = config.predict.html if html is None else html
+    if catalogue is not None:
+        from pipeline.predict.catalogue import run_catalogue  # Beam, only for a catalogue
+
+        run_catalogue(config, Path(catalogue), model, out_dir, html)
+        return
+    loaded = load(model, config)
     streaming = StreamingModel(loaded.network)
     videos = [Path(video) for video in videos]
     failed = []
