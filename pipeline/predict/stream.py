@@ -1,31 +1,37 @@
 """Streaming inference: a video of any length through the model chunk by chunk.
 
 Frames are decoded in a background thread into a queue of at most ``QUEUE_CHUNKS`` chunks, so
-decoding the next chunk overlaps the model's work on this one, and memory holds a few chunks
-whatever the video's length. A ConvLSTM runs as its stateful twin (state carried from chunk to
-chunk, reset between videos), which gives the whole-sequence outputs; the per-frame baseline
-has no state and runs as it is.
+decoding overlaps the model's work, and memory holds a few chunks whatever the video's length.
+A ConvLSTM runs as its stateful twin (state carried from chunk to chunk, reset between videos),
+which gives the whole-sequence outputs; the per-frame baseline has no state and runs as it is.
+The model gets ready (twin, its self-check, tracing: seconds) in another thread while the first
+video's chunks decode.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline import GENRES
-from pipeline.model import GenreClassifier, reset_states, stacked_outputs, streaming_twin
+from pipeline.model import GenreClassifier, frame_probabilities, reset_states, streaming_twin
 
-QUEUE_CHUNKS = 2
-"""Decoded chunks waiting for the model: one being decoded while the model runs on another."""
+QUEUE_CHUNKS = 8
+"""Decoded chunks waiting for the model. Enough for the decoder to run on while the model gets
+ready: 8 chunks of 64 frames are 64 s of 720p video at 8 fps, about 5 s of decoding on 2 cores
+(the model's start-up, measured: 4-5 s); a few MB at 32x32, 77 MB at 224x224."""
 POLL_S = 0.1
 """How often a decoder blocked on a full queue checks whether the consumer has gone."""
 
 Item = TypeVar("Item")
+Probabilities = Callable[[np.ndarray], np.ndarray]
 
 
 def prefetched(items: Iterable[Item], depth: int = QUEUE_CHUNKS) -> Iterator[Item]:
@@ -79,30 +85,40 @@ def prefetched(items: Iterable[Item], depth: int = QUEUE_CHUNKS) -> Iterator[Ite
 class StreamingModel:
     """A trained classifier ready for videos of any length, one video at a time.
 
-    Chunks go through one ``tf.function`` traced once for any chunk length: called eagerly,
-    the recurrent layers' time loop ran op by op, 9-12x slower per 64-frame chunk (demo
-    model, 64x64, 2 CPU cores: ~10 s eager, ~0.8-1.1 s traced).
+    Chunks go through one ``tf.function`` traced once for any chunk length
+    (:func:`pipeline.model.frame_probabilities`). The twin is built, checked and traced in a
+    background thread from construction on; :meth:`timeline` waits for it only after its
+    first chunk has been asked for, so decoding starts meanwhile.
     """
 
     def __init__(self, network: GenreClassifier) -> None:
-        self.model = network if network.frame_baseline else streaming_twin(network)
-        frames = tf.TensorSpec((1, None, *network.frames_shape), tf.uint8)
-        self.step = tf.function(
-            lambda chunk: self.model(chunk, training=False), input_signature=[frames]
-        )
+        self.frames_shape = network.frames_shape
+        builder = ThreadPoolExecutor(1, thread_name_prefix="predict-model")
+        self._ready = builder.submit(self._prepare, network)
+        builder.shutdown(wait=False)
+
+    def _prepare(self, network: GenreClassifier) -> tuple[keras.Model, Probabilities]:
+        # No eager self-check of the twin at every start (a second of 2 cores): the tests hold
+        # twins of every cell to their whole-sequence models.
+        model = network if network.frame_baseline else streaming_twin(network, check_frames=0)
+        probabilities = frame_probabilities(model)
+        probabilities(np.zeros((1, *self.frames_shape), np.uint8))  # traced now, not on frame 1
+        reset_states(model)
+        return model, probabilities
 
     def timeline(
         self, chunks: Iterable[np.ndarray], progress: Callable[[int], object] = lambda n: None
     ) -> np.ndarray:
         """Each frame's genre probabilities, float32 ``(frames, 6)``, from channels_first
         uint8 chunks ``(n, 3, H, W)`` fed in order; ``progress(n)`` after each chunk."""
-        reset_states(self.model)
+        chunks = iter(chunks)
+        first = next(chunks, None)
+        model, probabilities = self._ready.result()
         parts = []
         try:
-            for chunk in chunks:
-                outputs = self.step(chunk[None])
-                parts.append(stacked_outputs(outputs)[0].astype(np.float32))
+            for chunk in itertools.chain([first] if first is not None else [], chunks):
+                parts.append(probabilities(chunk))
                 progress(len(chunk))
         finally:
-            reset_states(self.model)
+            reset_states(model)
         return np.concatenate(parts) if parts else np.zeros((0, len(GENRES)), np.float32)
