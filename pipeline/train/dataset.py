@@ -41,8 +41,16 @@ dropped.
 error, as are unlabelled rows, a missing shard, or one whose shape disagrees with the manifest
 (:class:`pipeline.errors.StageError`, naming the file), found before any ``tf`` work starts.
 
-**Several workers.** The source is no list of files, so ``tf.distribute``'s auto-sharding by
-file cannot apply: the policy is set to ``DATA`` explicitly (each worker keeps every N-th batch).
+**Several replicas in one process** (``MirroredStrategy``): ``batch_size`` is the global batch,
+which ``tf.distribute`` splits between the replicas (auto-sharding by ``DATA``: the source is
+no list of files); :func:`split_evenly` pads it so that no replica is left empty.
+
+**Several workers** (``shard=``, :class:`Shard`; ``MultiWorkerMirroredStrategy``, one process
+per worker): every worker draws the same epoch plan from the seed and reads only its own rows
+of it, ``batch_size`` windows of every global batch of ``batch_size * workers``
+(:func:`shard_plan`), so no frame is read twice. The last global batch is padded with
+all-zero windows of weight 0, so every worker runs the same number of steps (a worker that ran
+out first would leave the others waiting in an all-reduce). Auto-sharding is off.
 """
 
 from __future__ import annotations
@@ -64,6 +72,18 @@ from pipeline.shards import by_trailer, check_contiguous, check_shape, map_npy
 
 OPEN_SHARDS = 64
 """Memory maps kept open per dataset (each holds a file descriptor)."""
+
+PADDING = -1
+"""The trailer number of a padding row in a plan: read as all-zero frames and labels, weight 0."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which of ``workers`` input pipelines this is (``tf.distribute.InputContext``'s
+    ``input_pipeline_id`` and ``num_input_pipelines``)."""
+
+    index: int
+    workers: int
 
 
 @dataclass(frozen=True)
@@ -107,14 +127,20 @@ class Corpus:
     def lengths(self) -> np.ndarray:
         return np.array([trailer.frames for trailer in self.trailers], dtype=np.int64)
 
-    def read(self, plan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frames (uint8) and float32 labels of plan rows of one length, stacked."""
+    def read(self, plan: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frames (uint8), float32 labels and float32 per-frame weights ``(batch, time, 1)``
+        of plan rows of one length, stacked; a :data:`PADDING` row is zeros of weight 0."""
         length = int(plan[0, 2])
         frames = np.empty((len(plan), length, *self.frame_shape), dtype=np.uint8)
         labels = np.empty((len(plan), length, len(GENRES)), dtype=np.float32)
-        for entry, window_frames, window_labels in zip(plan, frames, labels, strict=True):
-            self._read_into(entry, window_frames, window_labels)
-        return frames, labels
+        weights = np.ones((len(plan), length, 1), dtype=np.float32)
+        for entry, *window in zip(plan, frames, labels, weights, strict=True):
+            if entry[0] == PADDING:
+                for part in window:
+                    part[:] = 0
+            else:
+                self._read_into(entry, *window[:2])
+        return frames, labels, weights
 
     def _read_into(self, entry: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> None:
         """Copy one window (width reversed if its flip is set) straight from the mapped pages."""
@@ -197,21 +223,28 @@ def epoch_plan(lengths: np.ndarray, train: TrainConfig, key: int) -> np.ndarray:
 
 
 def _read_batches(
-    plan: tf.data.Dataset, corpus: Corpus, batch_size: int, window: int | None, parallel: int
+    plan: tf.data.Dataset,
+    corpus: Corpus,
+    batch_size: int,
+    window: int | None,
+    parallel: int,
+    weighted: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of plan rows read into ``(frames, labels)`` by parallel calls, in plan order.
+    """Batches of plan rows read into ``(frames, labels)`` by parallel calls, in plan order
+    (``weighted``: ``(frames, labels, weights)``, 0 on padding rows).
 
     One ``numpy_function`` call reads a whole batch into its final arrays: a call per window
     then ``Dataset.batch`` measured 0.60x raw reads (median per round), a call per batch
     0.68-0.75x (``make bench-input``, 2 shared cores).
     """
 
-    def read(entries: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        frames, labels = tf.numpy_function(
-            corpus.read, [entries], (tf.uint8, tf.float32), stateful=False
+    def read(entries: tf.Tensor) -> tuple:
+        frames, labels, weights = tf.numpy_function(
+            corpus.read, [entries], (tf.uint8, tf.float32, tf.float32), stateful=False
         )
         frames = tf.ensure_shape(frames, (None, window, *corpus.frame_shape))
-        return genre_heads(frames, tf.ensure_shape(labels, (None, window, len(GENRES))))
+        heads = genre_heads(frames, tf.ensure_shape(labels, (None, window, len(GENRES))))
+        return (*heads, tf.ensure_shape(weights, (None, window, 1))) if weighted else heads
 
     return plan.batch(batch_size).map(read, num_parallel_calls=parallel, deterministic=True)
 
@@ -245,14 +278,29 @@ def split_evenly(replicas: int):
 
 
 def _finish(
-    batches: tf.data.Dataset, batch_size: int, count: int, replicas: int
+    batches: tf.data.Dataset, batch_size: int, count: int, replicas: int, shard: Shard | None
 ) -> tf.data.Dataset:
-    batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
-    if replicas > 1:
+    """Known length, even split between replicas, and the auto-sharding policy."""
+    workers = shard.workers if shard else 1
+    steps = math.ceil(count / (batch_size * workers))
+    batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
+    if replicas > 1 and shard is None:
         batches = batches.map(split_evenly(replicas))
+    policy = tf.data.experimental.AutoShardPolicy
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = policy.OFF if shard else policy.DATA
     return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def shard_plan(plan: np.ndarray, batch_size: int, shard: Shard) -> np.ndarray:
+    """This worker's rows of ``plan``: rows ``[index * batch_size, (index + 1) * batch_size)``
+    of every global batch of ``batch_size * workers`` rows, the plan first padded with
+    :data:`PADDING` rows (of the last row's length) to a whole number of global batches."""
+    global_batch = batch_size * shard.workers
+    missing = -len(plan) % global_batch
+    padding = np.tile(np.array([PADDING, 0, plan[-1, 2], 0], dtype=plan.dtype), (missing, 1))
+    whole = np.concatenate([plan, padding]).reshape(-1, shard.workers, batch_size, plan.shape[1])
+    return whole[:, shard.index].reshape(-1, plan.shape[1])
 
 
 def train_dataset(
@@ -262,10 +310,13 @@ def train_dataset(
     seed: int,
     split: str | None = None,
     replicas: int = 1,
+    shard: Shard | None = None,
 ) -> tf.data.Dataset:
     """Shuffled, augmented training batches; each iteration is a new epoch, fixed by ``seed``.
 
-    With ``replicas`` > 1 every batch splits evenly between them (:func:`split_evenly`).
+    With ``replicas`` > 1 every batch splits evenly between them (:func:`split_evenly`). With
+    ``shard``, this worker's ``batch_size`` windows of each global batch, weighted
+    (:func:`shard_plan`).
     """
     corpus = Corpus(rows, shards_dir, split)
     lengths = corpus.lengths
@@ -273,16 +324,20 @@ def train_dataset(
     if count == 0:
         raise StageError(f"no trailer has {train.window} frames (train.window); lower it")
 
+    def worker_plan(key: int) -> np.ndarray:
+        plan = epoch_plan(lengths, train, int(key) % 2**63)
+        return shard_plan(plan, train.batch_size, shard) if shard else plan
+
     def plan_epoch(key: tf.Tensor) -> tf.Tensor:
-        plan = tf.numpy_function(
-            lambda k: epoch_plan(lengths, train, int(k) % 2**63), [key], tf.int64, stateful=False
-        )
+        plan = tf.numpy_function(worker_plan, [key], tf.int64, stateful=False)
         return tf.ensure_shape(plan, (None, 4))
 
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     plan = keys.map(plan_epoch).unbatch()
-    batches = _read_batches(plan, corpus, train.batch_size, train.window, train.parallel_reads)
-    return _finish(batches, train.batch_size, count, replicas)
+    batches = _read_batches(
+        plan, corpus, train.batch_size, train.window, train.parallel_reads, bool(shard)
+    )
+    return _finish(batches, train.batch_size, count, replicas, shard)
 
 
 def eval_plan(lengths: np.ndarray, eval_window: int) -> np.ndarray:
@@ -305,9 +360,11 @@ def eval_dataset(
     train: TrainConfig,
     split: str | None = None,
     replicas: int = 1,
+    shard: Shard | None = None,
 ) -> tf.data.Dataset:
     """Evaluation batches in manifest order: whole trailers or ``train.eval_window`` windows
-    (split evenly between ``replicas``, as in :func:`train_dataset`)."""
+    (split evenly between ``replicas``, or this worker's ``shard``, as in
+    :func:`train_dataset`)."""
     if train.eval_window == 0 and train.eval_batch_size != 1:
         raise ValueError(
             "train.eval_batch_size: whole trailers (train.eval_window 0) differ in length and "
@@ -318,9 +375,13 @@ def eval_dataset(
     if len(plan) == 0:
         raise StageError(f"no trailer has {train.eval_window} frames (train.eval_window)")
     window = train.eval_window or None
-    plan_rows = tf.data.Dataset.from_tensor_slices(plan)
-    batches = _read_batches(plan_rows, corpus, train.eval_batch_size, window, train.parallel_reads)
-    return _finish(batches, train.eval_batch_size, len(plan), replicas)
+    batch_size = train.eval_batch_size
+    rows = shard_plan(plan, batch_size, shard) if shard else plan
+    plan_rows = tf.data.Dataset.from_tensor_slices(rows)
+    batches = _read_batches(
+        plan_rows, corpus, batch_size, window, train.parallel_reads, bool(shard)
+    )
+    return _finish(batches, batch_size, len(plan), replicas, shard)
 
 
 def positive_frequencies(

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from pipeline.config import TrainConfig
 from pipeline.errors import StageError
+
+TRAINING_JOBS = ("chief", "worker")
+"""The ``TF_CONFIG`` jobs that train; MultiWorkerMirroredStrategy has no parameter servers."""
 
 
 def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
@@ -23,6 +29,8 @@ def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
     ``mirrored``: every GPU, or every logical CPU device on a host without a GPU.
     ``multi_worker``: MultiWorkerMirroredStrategy over the cluster that ``TF_CONFIG`` describes.
     """
+    if train.strategy == "multi_worker":
+        return multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     choice = train.strategy
     if choice == "auto":
@@ -38,15 +46,109 @@ def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(
             [cpu.name for cpu in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice()
         )
-    if "TF_CONFIG" not in os.environ:
+    raise ValueError(f"unknown train.strategy {choice!r}")
+
+
+def multi_worker_strategy() -> tf.distribute.Strategy:
+    """The cluster of ``TF_CONFIG``, one replica per worker. Made before anything starts
+    TensorFlow's runtime: collective ops can only be configured before it runs."""
+    task = cluster_task()
+    if task is None:
         raise StageError(
             "train.strategy: multi_worker needs TF_CONFIG (the cluster and this worker's task)"
         )
+    strategy = KerasMultiWorkerStrategy()
+    if strategy.num_replicas_in_sync != task.workers:
+        raise StageError(
+            f"train.strategy: multi_worker trains one replica per worker process, but "
+            f"{task.workers} workers have {strategy.num_replicas_in_sync} devices: start one "
+            "process per GPU (CUDA_VISIBLE_DEVICES)"
+        )
+    return strategy
+
+
+@dataclass(frozen=True)
+class ClusterTask:
+    """This process's place in the ``TF_CONFIG`` cluster: its task, the number of workers (a
+    ``chief`` task counts as one) and whether the cluster has a ``chief`` task."""
+
+    task_type: str
+    index: int
+    workers: int
+    has_chief: bool = False
+
+    @property
+    def is_chief(self) -> bool:
+        """The one process that writes the model, the metrics and the MLflow run: the
+        ``chief`` task, or worker 0 of a cluster without one."""
+        if self.has_chief:
+            return self.task_type == "chief"
+        return self.index == 0
+
+
+def cluster_task(environ: Mapping[str, str] = os.environ) -> ClusterTask | None:
+    """``TF_CONFIG`` read and checked; None when it is not set. Stops with one line naming the
+    key at fault, before TensorFlow would fail on it (or wait for a worker that never comes)."""
+    if "TF_CONFIG" not in environ:
+        return None
     try:
-        json.loads(os.environ["TF_CONFIG"])
+        spec = json.loads(environ["TF_CONFIG"])
     except json.JSONDecodeError as exc:
         raise StageError(f"TF_CONFIG is not valid JSON: {exc.msg}") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise StageError('TF_CONFIG: no "cluster" (e.g. {"worker": ["host:port", ...]})')
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise StageError(f"TF_CONFIG: cluster.{job} must be a list of host:port addresses")
+    unknown = sorted(set(cluster) - set(TRAINING_JOBS))
+    if unknown:
+        raise StageError(
+            f"TF_CONFIG: cluster.{unknown[0]}: only {' and '.join(TRAINING_JOBS)} tasks train"
+        )
+    if len(cluster.get("chief", [])) > 1:
+        raise StageError("TF_CONFIG: cluster.chief holds one address at most")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise StageError(
+            f"TF_CONFIG: task.type must be one of the cluster's jobs ({', '.join(cluster)}), "
+            f"got {task.get('type') if isinstance(task, dict) else task!r}"
+        )
+    index = task.get("index", 0)
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise StageError(
+            f"TF_CONFIG: task.index {index!r} is out of range for cluster.{task['type']} "
+            f"({len(cluster[task['type']])} addresses)"
+        )
+    workers = sum(len(cluster.get(job, [])) for job in TRAINING_JOBS)
+    return ClusterTask(task["type"], index, workers, has_chief=bool(cluster.get("chief")))
+
+
+class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with the two calls Keras 3's ``fit`` makes that it rejects.
+
+    With the plain strategy TensorFlow 2.16 and Keras 3 fail in both (keras-team/keras#20585,
+    open; tensorflow/tensorflow#72388, closed unfixed; ``tests/test_train_multiworker.py``
+    checks that the first still fails, to say when this class can go):
+
+    - before the first step Keras averages a whole input batch (a nest) across replicas only to
+      read its shapes; the strategy cannot reduce a nest ("Attempt to convert a value
+      (PerReplica ...) with an unsupported type"). This replica's batch has the shapes.
+    - it averages each scalar log (loss, metrics) over ``axis=0`` ("Invalid reduction
+      dimension 0 for input with 0 dimensions"); a scalar is averaged over the replicas only.
+
+    Gradients, batch statistics and metric states are all-reduced by the strategy itself,
+    untouched: both workers end with the same weights (the test checks it).
+    """
+
+    def reduce(self, reduce_op: str | tf.distribute.ReduceOp, value: Any, axis: int | None) -> Any:
+        if tf.nest.is_nested(value):
+            return tf.nest.map_structure(
+                lambda part: self.experimental_local_results(part)[0], value
+            )
+        if axis is not None and self.experimental_local_results(value)[0].shape.rank == 0:
+            axis = None
+        return super().reduce(reduce_op, value, axis)
 
 
 def use_mixed_precision(train: TrainConfig) -> bool:

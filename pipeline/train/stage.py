@@ -8,6 +8,11 @@ an MLflow run.
 
 A killed run resumes from its last finished epoch: ``outputs/train/<model>/checkpoints/`` holds
 it while the model trains and is removed when training ends.
+
+With ``train.strategy: multi_worker`` each worker is a process of the ``TF_CONFIG`` cluster and
+reads its own shard of every batch; only the chief writes the outputs above and records the
+MLflow run, the other workers keep their checkpoints in a temporary folder, deleted at the end.
+A killed multi-worker run starts over.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from tqdm import tqdm
 
 from pipeline import GENRES
@@ -29,7 +36,7 @@ from pipeline.io import atomic_path, read_json, write_json
 from pipeline.manifest import ManifestError, ShardRow, read_manifest
 from pipeline.model import build_classifier, build_frame_baseline
 from pipeline.train import dataset, tracking
-from pipeline.train.devices import make_strategy, use_mixed_precision
+from pipeline.train.devices import ClusterTask, cluster_task, make_strategy, use_mixed_precision
 
 MONITOR = "val_macro_auc_pr"
 """What early stopping and the best-model checkpoint watch: mean per-genre AUC-PR on val."""
@@ -166,8 +173,15 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
-def training_callbacks(train: TrainConfig, out: Path, resuming: bool) -> list:
-    """Macro metric, early stopping, best weights, history, MLflow, and resume-on-rerun."""
+def training_callbacks(
+    train: TrainConfig, out: Path, resuming: bool, task: ClusterTask | None = None
+) -> list:
+    """Macro metric, early stopping, best weights, history, MLflow, and resume-on-rerun.
+
+    A worker of a cluster (``task``) keeps no backup to resume from; one that is not the chief
+    writes no history and logs nothing to MLflow either. Every worker checkpoints the best
+    weights, the others into a folder of their own: saving runs on all of them alike.
+    """
     history = read_history(out / "history.csv") if resuming else []
     best = max((epoch[MONITOR] for epoch in history), default=None)
     callbacks = [
@@ -181,10 +195,15 @@ def training_callbacks(train: TrainConfig, out: Path, resuming: bool) -> list:
             save_weights_only=True,
             initial_value_threshold=best,
         ),
-        keras.callbacks.CSVLogger(out / "history.csv", append=resuming),
-        tracking.EpochMetricsLogger(),
-        keras.callbacks.BackupAndRestore(out / "checkpoints" / "backup", double_checkpoint=True),
     ]
+    if task is None or task.is_chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(out / "history.csv", append=resuming),
+            tracking.EpochMetricsLogger(),
+        ]
+    if task is None:
+        backup = out / "checkpoints" / "backup"
+        callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
     if train.early_stopping_patience:
         callbacks.insert(
             1,
@@ -227,9 +246,11 @@ def read_rows(config: Config) -> tuple[list[ShardRow], list[ShardRow]]:
     return split_rows(rows, "train", manifest), split_rows(rows, "val", manifest)
 
 
-def prepare(out: Path) -> bool:
-    """Whether a killed run left an epoch to resume from; if not, clear its leftovers."""
-    resuming = (out / "checkpoints" / "backup" / "training_metadata.json").is_file()
+def prepare(out: Path, resumable: bool = True) -> bool:
+    """Whether a killed run left an epoch to resume from; if not (or not ``resumable``), clear
+    its leftovers."""
+    backup = out / "checkpoints" / "backup" / "training_metadata.json"
+    resuming = resumable and backup.is_file()
     if not resuming:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         (out / "history.csv").unlink(missing_ok=True)
@@ -237,13 +258,49 @@ def prepare(out: Path) -> bool:
     return resuming
 
 
+def input_data(
+    strategy: tf.distribute.Strategy,
+    config: Config,
+    rows: tuple[list[ShardRow], list[ShardRow]],
+    task: ClusterTask | None,
+) -> tuple:
+    """The train and val input of ``fit``: whole batches split between the replicas of this
+    process, or, on a cluster, each worker's own shard of every batch."""
+    paths, train = config.paths, config.train
+    train_rows, val_rows = rows
+    if task is None:
+        replicas = strategy.num_replicas_in_sync
+        return (
+            dataset.train_dataset(train_rows, paths.shards, train, config.seed, replicas=replicas),
+            dataset.eval_dataset(val_rows, paths.shards, train, replicas=replicas),
+        )
+
+    def sharded(make: Callable[[dataset.Shard], tf.data.Dataset]):
+        return strategy.distribute_datasets_from_function(
+            lambda context: make(
+                dataset.Shard(context.input_pipeline_id, context.num_input_pipelines)
+            )
+        )
+
+    return (
+        sharded(
+            lambda shard: dataset.train_dataset(
+                train_rows, paths.shards, train, config.seed, shard=shard
+            )
+        ),
+        sharded(lambda shard: dataset.eval_dataset(val_rows, paths.shards, train, shard=shard)),
+    )
+
+
 def run(config: Config, model: str = "classifier") -> None:
     """Train ``model`` (classifier or baseline) and record the run in MLflow."""
     paths, train = config.paths, config.train
     require_validated(paths)
-    train_rows, val_rows = read_rows(config)
-    settings = decode_settings(config, train_rows + val_rows)
-    tracking.require_reachable(tracking.tracking_uri(config.tracking))
+    rows = read_rows(config)
+    settings = decode_settings(config, rows[0] + rows[1])
+    task = cluster_task() if train.strategy == "multi_worker" else None
+    if task is None or task.is_chief:
+        tracking.require_reachable(tracking.tracking_uri(config.tracking))
 
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(train)
@@ -255,33 +312,80 @@ def run(config: Config, model: str = "classifier") -> None:
         type(strategy).__name__,
         "mixed_float16" if mixed else "float32",
     )
-    frame_shape = (train_rows[0].channels, train_rows[0].height, train_rows[0].width)
+    frame_shape = (rows[0][0].channels, rows[0][0].height, rows[0][0].width)
     frequencies = (
-        dataset.positive_frequencies(train_rows, paths.shards) if train.positive_weights else None
+        dataset.positive_frequencies(rows[0], paths.shards) if train.positive_weights else None
     )
     with strategy.scope():
         net = BUILDERS[model](config.model, frame_shape)
         compile_model(net, train, frequencies)
+    data = input_data(strategy, config, rows, task)
+    if task is None or task.is_chief:
+        tags = {
+            **tracking.run_tags(strategy, mixed),
+            "model": model,
+            "workers": str(task.workers if task else 1),
+        }
+        train_and_record(config, model, net, (data, rows[0]), tags, settings, task)
+    else:
+        log.info(
+            "worker %d of %d: global batch %d; the chief writes the model and the MLflow run",
+            task.index,
+            task.workers,
+            train.batch_size * task.workers,
+        )
+        with tempfile.TemporaryDirectory(prefix="trailers-worker-") as scratch:
+            fit(net, train, data, training_callbacks(train, Path(scratch), False, task))
+    if task is not None:
+        finish_together(strategy)
 
+
+def finish_together(strategy: tf.distribute.Strategy) -> None:
+    """Every worker's last step, an all-reduce: no worker exits while the chief still writes
+    the model and logs it, which the chief's coordination service would report as a task
+    failed by "heartbeat timeout". A chief that fails first leaves the others with an error."""
+    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1)), axis=None)
+
+
+def fit(net: keras.Model, train: TrainConfig, data: tuple, callbacks: list) -> None:
+    """``net.fit`` on ``data`` (train, val), then the best epoch's weights back into ``net``."""
+    net.fit(
+        data[0],
+        validation_data=data[1],
+        epochs=train.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles, by seed
+        verbose=0,
+    )
+    best = next(c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint))
+    net.load_weights(best.filepath)
+
+
+def train_and_record(
+    config: Config,
+    model: str,
+    net: keras.Model,
+    inputs: tuple[tuple, list[ShardRow]],
+    tags: dict[str, str],
+    settings: dict,
+    task: ClusterTask | None,
+) -> None:
+    """Fit in an MLflow run, then write the model, its card, the metrics and the history.
+
+    ``inputs``: ``fit``'s (train, val) data and the train rows they read.
+    """
+    paths, train = config.paths, config.train
+    data, train_rows = inputs
+    frame_shape = (train_rows[0].channels, train_rows[0].height, train_rows[0].width)
     out = paths.train_outputs(model)
-    resuming = prepare(out)
-    tags = {**tracking.run_tags(strategy, mixed), "model": model}
+    resuming = prepare(out, resumable=task is None)
     run_id_file = out / "checkpoints" / "mlflow_run_id"
     if resuming and run_id_file.is_file():
         tags["resumed_from"] = run_id_file.read_text().strip()
     with tracking.start_run(config, run_name=model, tags=tags) as mlflow_run:
         run_id_file.write_text(mlflow_run.info.run_id)
         tracking.log_dataset(paths.manifest, train_rows, "train")
-        replicas = strategy.num_replicas_in_sync
-        net.fit(
-            dataset.train_dataset(train_rows, paths.shards, train, config.seed, replicas=replicas),
-            validation_data=dataset.eval_dataset(val_rows, paths.shards, train, replicas=replicas),
-            epochs=train.epochs,
-            callbacks=training_callbacks(train, out, resuming),
-            shuffle=False,  # the dataset shuffles, by seed
-            verbose=0,
-        )
-        net.load_weights(out / "checkpoints" / "best.weights.h5")
+        fit(net, train, data, training_callbacks(train, out, resuming, task))
         folder = paths.model(model)
         folder.mkdir(parents=True, exist_ok=True)
         export_model(model, config, frame_shape, net.get_weights(), folder / "model.keras")
