@@ -19,13 +19,9 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.dask import dask_runner
-from apache_beam.runners.dask.overrides import dask_overrides
-from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline.config import DASK_RUNNERS, BeamConfig
 from pipeline.errors import StageError
@@ -102,7 +98,7 @@ def new_pipeline(
     """
     with _scheduler(config) as address:
         options = pipeline_options(config, direct_running_mode, address, partitions)
-        runner = DaskRunner(_address_key(config)) if is_dask(config) else None
+        runner = _dask_runner(config) if is_dask(config) else None
         try:
             pipeline = beam.Pipeline(runner=runner, options=options)
         except ValueError as exc:
@@ -120,22 +116,27 @@ def _scheduler(config: BeamConfig) -> Iterator[str | None]:
     elif config.scheduler_address is not None:
         yield config.scheduler_address
     else:
-        from distributed import LocalCluster
-
         workers = worker_count(config)
         log.info("starting a local Dask cluster of %d worker processes", workers)
-        with (
-            _quiet_dask(),
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host=LOCAL_HOST,
-                dashboard_address=None,
-                scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP routes on a free port
-            ) as cluster,
-        ):
-            yield cluster.scheduler_address
+        with _quiet_dask(), local_cluster(workers) as address:
+            yield address
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int) -> Iterator[str]:
+    """A Dask cluster of ``workers`` single-threaded worker processes on this machine only, for
+    the block; yields the scheduler's address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host=LOCAL_HOST,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP routes on a free port
+    ) as cluster:
+        yield cluster.scheduler_address
 
 
 @contextlib.contextmanager
@@ -158,70 +159,7 @@ def _address_key(config: BeamConfig) -> str:
     return "beam.scheduler_address"
 
 
-class DaskRunner(dask_runner.DaskRunner):
-    """Beam's DaskRunner (apache-beam 2.72), fixed where our stages need it.
+def _dask_runner(config: BeamConfig) -> beam.runners.runner.PipelineRunner:
+    from pipeline.beam_dask import DaskRunner
 
-    Upstream computes the bag of the last transform it visits only, so of a pipeline's
-    branches one runs and the others' writes silently never happen; this runner computes every
-    branch's end. Upstream also leaves its client open when the pipeline is done (a local
-    cluster stopping under it makes the driver wait 30 s to reconnect); this one runs to the
-    end and closes it. ``address_key`` is the config key named when no scheduler answers.
-    """
-
-    def __init__(self, address_key: str = "beam.scheduler_address") -> None:
-        super().__init__()
-        self.address_key = address_key
-
-    def run_pipeline(self, pipeline: beam.Pipeline, options: PipelineOptions) -> PipelineResult:
-        import dask
-        from distributed import as_completed
-
-        client_options = options.view_as(dask_runner.DaskOptions).get_all_options(
-            drop_default=True, current_only=True
-        )
-        bag_options = dask_runner.DaskOptions._extract_bag_kwargs(client_options)
-        pipeline.replace_all(dask_overrides())
-        visitor = self.to_dask_bag_visitor(bag_options)
-        pipeline.visit(visitor)
-        with self._client(client_options) as client:
-            futures = client.compute(dask.optimize(*_branch_ends(visitor.bags)))
-            for _ in as_completed(futures, with_results=True):
-                pass  # gathering raises a worker's error here
-        return FinishedResult()
-
-    @contextlib.contextmanager
-    def _client(self, client_options: dict[str, Any]) -> Iterator[Any]:
-        from distributed import Client
-
-        place = client_options.get("address") or client_options.get("scheduler_file")
-        try:
-            client = Client(**client_options)
-        except (OSError, ValueError) as exc:
-            reason = str(exc).split("\n")[0]
-            raise StageError(
-                f"{self.address_key} {place!r}: no Dask scheduler ({reason})"
-            ) from None
-        with client:
-            yield client
-
-
-def _branch_ends(bags: dict[Any, Any]) -> list[Any]:
-    """The bags of the transforms whose output no other transform reads."""
-    read = set()
-    for node in bags:
-        read.update(value.producer for value in node.inputs)
-        read.update(side.pvalue.producer for side in node.side_inputs)
-    return [bag for node, bag in bags.items() if node not in read and bag is not None]
-
-
-class FinishedResult(PipelineResult):
-    """The result of a pipeline that ran to the end before ``run`` returned."""
-
-    def __init__(self) -> None:
-        super().__init__(PipelineState.DONE)
-
-    def wait_until_finish(self, duration: int | None = None) -> str:
-        return self.state
-
-    def cancel(self) -> str:
-        return self.state
+    return DaskRunner(_address_key(config))

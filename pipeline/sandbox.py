@@ -66,13 +66,20 @@ class Sandbox:
     ``timeout_s`` is the longest the child may go without a progress report; ``max_calls``
     restarts the child after that many calls to bound native memory leaks. Each child imports
     the ``preload`` modules as it starts, so that ``start`` can overlap that work with the
-    caller's.
+    caller's; it runs in ``cwd`` (None: the caller's working directory).
     """
 
-    def __init__(self, timeout_s: float, max_calls: int = 0, preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        timeout_s: float,
+        max_calls: int = 0,
+        preload: tuple[str, ...] = (),
+        cwd: str | None = None,
+    ) -> None:
         self.timeout_s = timeout_s
         self.max_calls = max_calls
         self.preload = preload
+        self.cwd = cwd
         self._process: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         self._drainer: threading.Thread | None = None
@@ -95,6 +102,7 @@ class Sandbox:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            cwd=self.cwd,
         )
         self._drainer = threading.Thread(target=self._drain, args=(process.stderr,), daemon=True)
         self._drainer.start()

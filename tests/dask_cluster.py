@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from distributed import Client, get_task_stream
+from distributed.utils import key_split
 
 DASK = Path(sys.executable).parent / "dask"
 HOST = "127.0.0.1"
@@ -65,11 +66,13 @@ def dask_cluster(folder: Path, workers: int = WORKERS) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def tasks_by_worker(address: str, name_part: str = "") -> Iterator[collections.Counter]:
-    """Count, per worker address, the tasks (whose key contains ``name_part``) that the cluster
-    ran while the block ran, from the scheduler's task stream: any client's tasks count, a
-    stage run as a CLI subprocess included. The counter is filled when the block ends."""
+def tasks_by_worker(address: str) -> Iterator[collections.Counter]:
+    """Count, per worker address, the tasks the cluster ran while the block ran (but Dask's own
+    ``finalize``, which only gathers results), from the scheduler's task stream: any client's
+    tasks count, a stage run as a CLI subprocess included. Filled when the block ends."""
     counts: collections.Counter = collections.Counter()
     with Client(address) as client, get_task_stream(client) as stream:
         yield counts
-    counts.update(task["worker"] for task in stream.data if name_part in str(task["key"]))
+    counts.update(
+        task["worker"] for task in stream.data if not key_split(task["key"]).startswith("finalize")
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -46,22 +47,27 @@ class DecodeParts(beam.DoFn):
 
     A part's outcome is a file: its receipt when it succeeds, its failure note when it does not
     (files, not Beam outputs, so that a part is accounted for the moment it ends, on any runner).
+    Relative paths in a Job are taken from ``cwd``, the stage's working directory, wherever the
+    worker runs (a Dask worker has its own).
     """
 
-    def __init__(self, stall_timeout_s: float, worker_max_videos: int) -> None:
+    def __init__(self, stall_timeout_s: float, worker_max_videos: int, cwd: str) -> None:
         self.stall_timeout_s = stall_timeout_s
         self.worker_max_videos = worker_max_videos
+        self.cwd = cwd
         self.sandbox: Sandbox | None = None
 
     def setup(self) -> None:
-        self.sandbox = Sandbox(self.stall_timeout_s, self.worker_max_videos, preload=PRELOAD)
+        self.sandbox = Sandbox(
+            self.stall_timeout_s, self.worker_max_videos, preload=PRELOAD, cwd=self.cwd
+        )
         self.sandbox.start()
 
     def process(self, job: Job) -> None:
         try:
             self.sandbox.call(f"{DECODER}:decode_part", {"job": job})
         except (CallFailed, SandboxError) as exc:
-            write_json(job.failure_note, {"error": str(exc)})
+            write_json(Path(self.cwd) / job.failure_note, {"error": str(exc)})
 
     def teardown(self) -> None:
         if self.sandbox is not None:
@@ -75,7 +81,10 @@ def run_beam(jobs: list[Job], config: Config) -> None:
         (
             pipeline
             | "Parts" >> beam.Create(jobs, reshuffle=True)
-            | "Decode" >> beam.ParDo(DecodeParts(decode.stall_timeout_s, decode.worker_max_videos))
+            | "Decode"
+            >> beam.ParDo(
+                DecodeParts(decode.stall_timeout_s, decode.worker_max_videos, os.getcwd())
+            )
         )
 
 

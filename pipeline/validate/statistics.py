@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +16,16 @@ import pyarrow as pa
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline.beam import new_pipeline
+from pipeline.beam import new_pipeline, worker_count
 from pipeline.config import Config
-from pipeline.io import atomic_path
+from pipeline.io import atomic_open, atomic_path
 from pipeline.manifest import ShardRow
 from pipeline.validate.features import FEATURES, FLOAT, INT, STRING, inspect_shard
 from pipeline.validate.integrity import SPLIT_ORDER
 
 log = logging.getLogger(__name__)
 
+WORKDIR_PREFIX = ".beam-"
 _ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), STRING: pa.string()}
 
 
@@ -37,29 +40,43 @@ def to_record_batch(reports: list[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, names=list(FEATURES))
 
 
+def gather() -> beam.PTransform:
+    """All elements as one list. Without the default for an empty input, which Beam adds as a
+    side input: the Dask runner recomputes every side input's whole upstream for its reader."""
+    return beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+
+
+def split_batch(reports: list[dict[str, Any]]) -> pa.RecordBatch:
+    """A split's examples as one batch in shard order: its statistics are then the same to the
+    last bit whichever runner and workers read the shards (TFDV's sums depend on the order)."""
+    return to_record_batch(sorted(reports, key=lambda report: report["shard"]))
+
+
 def run_beam(rows: list[ShardRow], splits: list[str], config: Config, workdir: Path) -> None:
     """Inspect every shard and compute TFDV statistics per split, on Beam.
 
-    Writes ``workdir/shards.jsonl`` (one report per shard) and ``workdir/<split>.pb``.
+    Writes ``workdir/shards.jsonl`` (one report per shard) and ``workdir/<split>.pb``. The
+    writes are plain DoFns rather than Beam's file sinks, which run more than once, at the same
+    time, on Beam's Dask runner (their side inputs are recomputed for every reader).
     """
     settings = config.validate_
-    with new_pipeline(config.beam, settings.direct_running_mode) as pipeline:
+    partitions = min(len(rows), worker_count(config.beam))
+    with new_pipeline(config.beam, settings.direct_running_mode, partitions) as pipeline:
         reports = (
             pipeline
             | "Manifest" >> beam.Create(rows)
             | "Inspect"
             >> beam.Map(
                 inspect_shard,
-                shards_dir=str(config.paths.shards),
+                shards_dir=str(config.paths.shards.absolute()),  # workers have their own cwd
                 black_level=settings.black_level,
                 chunk_frames=settings.chunk_frames,
             )
         )
         _ = (
             reports
-            | "ToJson" >> beam.Map(json.dumps)
-            | "WriteReports"
-            >> beam.io.WriteToText(str(workdir / "shards.jsonl"), shard_name_template="")
+            | "AllReports" >> gather()
+            | "WriteReports" >> beam.Map(write_reports, str(workdir / "shards.jsonl"))
         )
         by_split = (
             reports
@@ -70,12 +87,40 @@ def run_beam(rows: list[ShardRow], splits: list[str], config: Config, workdir: P
         for split, examples in zip(splits, by_split, strict=True):
             _ = (
                 examples
-                | f"Batch[{split}]" >> beam.BatchElements()
-                | f"ToArrow[{split}]" >> beam.Map(to_record_batch)
+                | f"Gather[{split}]" >> gather()
+                | f"ToArrow[{split}]" >> beam.Map(split_batch)
                 | f"Statistics[{split}]" >> tfdv.GenerateStatistics(tfdv.StatsOptions())
-                | f"Write[{split}]"
-                >> tfdv.WriteStatisticsToBinaryFile(str(workdir / f"{split}.pb"))
+                | f"Write[{split}]" >> beam.Map(write_statistics, str(workdir / f"{split}.pb"))
             )
+
+
+def write_reports(reports: list[dict[str, Any]], path: str) -> None:
+    """One JSON line per shard report, in shard order."""
+    with atomic_open(path) as lines:
+        for report in sorted(reports, key=lambda report: report["shard"]):
+            lines.write(json.dumps(report) + "\n")
+
+
+def write_statistics(statistics: statistics_pb2.DatasetFeatureStatisticsList, path: str) -> None:
+    """TFDV's binary statistics file, as ``tfdv.WriteStatisticsToBinaryFile`` writes it."""
+    with atomic_path(path) as target:
+        target.write_bytes(statistics.SerializePartialToString(deterministic=True))
+
+
+@contextlib.contextmanager
+def beam_workdir(config: Config) -> Iterator[Path]:
+    """A fresh folder for the pipeline's own outputs, under the stage's outputs folder rather
+    than a temporary folder of this machine, as Beam workers elsewhere write there too;
+    removed afterwards, with what a killed run left there."""
+    outputs = config.paths.stage_outputs("validate").absolute()
+    outputs.mkdir(parents=True, exist_ok=True)
+    for leftover in outputs.glob(f"{WORKDIR_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=outputs))
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def collect_statistics(
@@ -90,8 +135,7 @@ def collect_statistics(
         return [], {}
     log.info("validating %d shards in %s", len(rows), ", ".join(splits))
     statistics = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
+    with beam_workdir(config) as workdir:
         run_beam(rows, splits, config, workdir)
         reports = [json.loads(line) for line in (workdir / "shards.jsonl").open()]
         for split in splits:
