@@ -4,15 +4,18 @@ a folder or a spreadsheet CSV, with messy names."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dask_cluster import tasks_by_worker
+from distributed import Client
 from helpers import smoke_config, trailers_command
 
 from pipeline import GENRES
@@ -40,6 +43,35 @@ def catalogue_predict(
         f"--catalogue={catalogue}",
     )
     return subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+
+
+@contextlib.contextmanager
+def model_loads(address: str) -> Iterator[dict[str, int]]:
+    """How many times each worker of the Dask cluster loaded a model for catalogue predict
+    while the block ran (filled when it ends)."""
+
+    def count() -> None:  # nested, so that Dask ships it by value to the workers
+        from pipeline.predict import catalogue
+
+        original = catalogue.load
+
+        def counted(*args, **kwargs):
+            catalogue.loads_counted += 1
+            return original(*args, **kwargs)
+
+        catalogue.loads_counted, catalogue.load, catalogue.load_uncounted = 0, counted, original
+
+    def counted_and_restored() -> int:
+        from pipeline.predict import catalogue
+
+        catalogue.load = catalogue.load_uncounted
+        return catalogue.loads_counted
+
+    loads: dict[str, int] = {}
+    with Client(address) as client:
+        client.run(count)
+        yield loads
+        loads.update(client.run(counted_and_restored))
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -129,11 +161,12 @@ def test_a_csv_on_a_dask_cluster_by_address_equals_one_by_one(
     rows = ["title,video", *(f'"T{index}","{video}"' for index, video in enumerate(listed)), ","]
     sheet.write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode())
     overrides = ("beam.runner=dask", f"beam.scheduler_address={dask_scheduler}")
-    with tasks_by_worker(dask_scheduler) as tasks:
+    with tasks_by_worker(dask_scheduler) as tasks, model_loads(dask_scheduler) as loads:
         result = catalogue_predict(trained_corpus, sheet, tmp_path / "out", *overrides)
     assert_like_one_by_one(tmp_path / "out", one_by_one, result)
     assert_summary(tmp_path / "out", listed)
     assert len(tasks) == 2, tasks  # both worker processes predicted videos
+    assert list(loads.values()) == [1, 1], loads  # each loaded the model once for its videos
 
 
 @pytest.mark.parametrize(

@@ -228,7 +228,7 @@ def run_catalogue(
     """Predict every video of the catalogue on Beam, then write ``catalogue.csv``; StageError
     (after everything else is written) if any video failed."""
     entries = catalogue_entries(source, config.decode.video_extensions)
-    out_dir = out_dir.resolve()
+    out_dir = out_dir.absolute()
     status_dir = out_dir / STATUS_DIR
     shutil.rmtree(status_dir, ignore_errors=True)
     status_dir.mkdir(parents=True)
@@ -237,23 +237,13 @@ def run_catalogue(
     # the local runner's worker threads, in this process, share this very copy.
     shared_predictor(handle, model, config)
     log.info("%d videos of %s on %s", len(entries), source, config.beam.runner)
-    elements = [(str(entry.path.resolve()), entry.name) for entry in entries]
-    pipeline_error = None
+    predict = PredictVideos(handle, model, config, out_dir, html)
     try:
-        with (
-            polling(Progress(status_dir, entries).poll),
-            new_pipeline(config.beam, partitions=len(elements)) as pipeline,
-        ):
-            (
-                pipeline
-                | "Videos" >> beam.Create(elements, reshuffle=True)
-                | "Predict" >> beam.ParDo(PredictVideos(handle, model, config, out_dir, html))
-            )
-    except Exception as exc:  # noqa: BLE001  the videos done so far are still summarised
-        pipeline_error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        log.warning("the Beam pipeline stopped: %s", pipeline_error)
-    rows = [_row(entry, out_dir, status_dir, pipeline_error) for entry in entries]
-    shutil.rmtree(status_dir, ignore_errors=True)
+        with polling(Progress(status_dir, entries).poll):
+            pipeline_error = _run_pipeline(config, entries, predict)
+        rows = [_row(entry, out_dir, status_dir, pipeline_error) for entry in entries]
+    finally:
+        shutil.rmtree(status_dir, ignore_errors=True)
     write_catalogue(out_dir / CATALOGUE_FILE, rows)
     failed = [row for row in rows if row.error is not None]
     log.info("wrote %d timeline(s) and %s to %s", len(rows) - len(failed), CATALOGUE_FILE, out_dir)
@@ -262,6 +252,26 @@ def run_catalogue(
             f"{len(failed)} of {len(rows)} videos failed (each named above; the reasons are in "
             f"{out_dir / CATALOGUE_FILE}'s error column)"
         )
+
+
+def _run_pipeline(config: Config, entries: list[Entry], predict: PredictVideos) -> str | None:
+    """Run ``predict`` on each entry on the configured runner; why the pipeline stopped, if it
+    did (a lost worker, say: the videos done so far are still summarised)."""
+    elements = [(str(entry.path.absolute()), entry.name) for entry in entries]
+    try:
+        with new_pipeline(config.beam, partitions=len(elements)) as pipeline:
+            (
+                pipeline
+                | "Videos" >> beam.Create(elements, reshuffle=True)
+                | "Predict" >> beam.ParDo(predict)
+            )
+    except StageError:  # the runner's settings: one line, as for any stage
+        raise
+    except Exception as exc:  # noqa: BLE001
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        log.warning("the Beam pipeline stopped: %s", reason)
+        return reason
+    return None
 
 
 def _row(entry: Entry, out_dir: Path, status_dir: Path, pipeline_error: str | None) -> CatalogueRow:
