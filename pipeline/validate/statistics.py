@@ -102,7 +102,17 @@ def write_reports(reports: list[dict[str, Any]], path: str) -> None:
 
 
 def write_statistics(statistics: statistics_pb2.DatasetFeatureStatisticsList, path: str) -> None:
-    """TFDV's binary statistics file, as ``tfdv.WriteStatisticsToBinaryFile`` writes it."""
+    """TFDV's binary statistics file, as ``tfdv.WriteStatisticsToBinaryFile`` writes it, but
+    with the features in path order: TFDV lists them in the order its partial results were
+    merged, which differs between runners and runs."""
+    for dataset in statistics.datasets:
+        ordered = []
+        for feature in sorted(dataset.features, key=lambda feature: list(feature.path.step)):
+            copy = statistics_pb2.FeatureNameStatistics()
+            copy.CopyFrom(feature)
+            ordered.append(copy)
+        del dataset.features[:]
+        dataset.features.extend(ordered)
     with atomic_path(path) as target:
         target.write_bytes(statistics.SerializePartialToString(deterministic=True))
 
