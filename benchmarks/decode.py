@@ -14,12 +14,20 @@ sampling rate and output size:
 and prints source frames per second and ratios to the ffmpeg CLI: of the best times of
 ``--repeats`` rounds (each round runs every method once, in turn), and the median of the ratios
 taken within each round.
-Usage: ``python benchmarks/decode.py [--repeats 4] [--copies 30] [--trailers N]``.
+
+Then the stage on Beam's Dask runner against the DirectRunner, on a longer join of the same
+video (``--dask-copies``, at least 10 s of decoding for one worker): a local Dask cluster of 1
+and of 2 single-threaded worker processes (started before the rounds, as a cluster is; its
+workers import the stage's modules in the first round, so the best round is the steady state),
+and ratios to the DirectRunner with the same number of workers.
+Usage: ``python benchmarks/decode.py [--repeats 4] [--copies 30] [--trailers N]
+[--dask-copies 80] [--only {all,dask}]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -35,6 +43,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from pipeline import synth
+from pipeline.beam import local_cluster
 from pipeline.config import PROJECT_ROOT, Config, load_config
 from pipeline.decode import run as decode
 from pipeline.video import Geometry, sample_times
@@ -210,6 +219,54 @@ def measure(name: str, data_dir: Path, repeats: int) -> None:
     )
 
 
+def measure_runners(name: str, data_dir: Path, repeats: int) -> None:
+    """The stage on the DirectRunner and on a Dask cluster, 1 and 2 workers each."""
+
+    def settings(workers: int, *runner: str) -> Config:
+        return load_config(
+            PROJECT_ROOT / "configs" / "pipeline.yaml",
+            [
+                f"paths.data_dir={data_dir}",
+                f"beam.num_workers={workers}",
+                "decode.decoder_threads=1",
+                *runner,
+            ],
+        )
+
+    videos = sorted((data_dir / "videos").glob("*.mp4"))
+    frames = source_frames(videos)
+    with contextlib.ExitStack() as clusters:
+        methods = {}
+        for workers in (1, 2):
+            address = clusters.enter_context(local_cluster(workers))
+            direct = settings(workers)
+            dask = settings(workers, "beam.runner=dask", f"beam.scheduler_address={address}")
+            methods[f"direct, {workers}"] = lambda config=direct: stage(config)
+            methods[f"dask, {workers}"] = lambda config=dask: stage(config)
+        seconds = rounds(repeats, methods)
+    print(
+        f"\n{name}: {frames} source frames, stage on Beam's DirectRunner and Dask runner "
+        f"(workers), {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
+        f"best of {repeats} rounds"
+    )
+    print(
+        f"{'runner, workers':<18}{'seconds':>9}{'frames/s':>10}{'vs direct':>11}{'per round':>11}"
+    )
+    for method, times in seconds.items():
+        reference = seconds[f"direct, {method.split(', ')[1]}"]
+        best = min(times)
+        print(
+            f"{method:<18}{best:>9.2f}{frames / best:>10.0f}{min(reference) / best:>10.2f}x"
+            f"{median_ratio(reference, times):>10.2f}x"
+        )
+    for runner in ("direct", "dask"):
+        one, two = seconds[f"{runner}, 1"], seconds[f"{runner}, 2"]
+        print(
+            f"{runner}: 2 workers vs 1: {min(one) / min(two):.2f}x "
+            f"(per round: {median_ratio(one, two):.2f}x)"
+        )
+
+
 def median_ratio(reference: list[float], times: list[float]) -> float:
     """The median over rounds of reference / time, both taken in the same round."""
     return float(np.median([r / t for r, t in zip(reference, times, strict=True)]))
@@ -224,9 +281,18 @@ def main() -> None:
     parser.add_argument(
         "--trailers", type=int, default=0, help="demo corpus size (0: the config's n_trailers)"
     )
+    parser.add_argument(
+        "--dask-copies", type=int, default=80, help="bigbuckbunny copies for Dask (80: 6.9 min)"
+    )
+    parser.add_argument("--only", choices=("all", "dask"), default="all")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its own config says INFO
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
+        if args.only == "dask":
+            dask_root = long_video_corpus(Path(scratch) / "dask", args.dask_copies)
+            measure_runners(f"bigbuckbunny.mp4 x{args.dask_copies}", dask_root, args.repeats)
+            return
         demo = Path(scratch) / "demo"
         overrides = [f"paths.data_dir={demo}"]
         if args.trailers:
@@ -235,6 +301,8 @@ def main() -> None:
         measure(f"demo corpus ({args.trailers or 'default'} trailers)", demo, args.repeats)
         long_root = long_video_corpus(Path(scratch) / "long", args.copies)
         measure(f"bigbuckbunny.mp4 x{args.copies}", long_root, args.repeats)
+        dask_root = long_video_corpus(Path(scratch) / "dask", args.dask_copies)
+        measure_runners(f"bigbuckbunny.mp4 x{args.dask_copies}", dask_root, args.repeats)
 
 
 if __name__ == "__main__":
