@@ -35,9 +35,12 @@ def perturbed(model: keras.Model, seed: int = 0) -> keras.Model:
     return model
 
 
-def classifier(cell: str = "convlstm", motion_input: str = "none", **kwargs) -> keras.Model:
+def classifier(cell: str = "convlstm", motion_input: str | None = None, **kwargs) -> keras.Model:
+    """The smoke config's classifier (its ``motion_input`` unless given), weights perturbed."""
     keras.utils.set_random_seed(0)
-    config = MODEL.model_copy(update={"cell": cell, "motion_input": motion_input})
+    config = MODEL.model_copy(
+        update={"cell": cell, "motion_input": motion_input or MODEL.motion_input}
+    )
     return perturbed(build_classifier(config, FRAME, **kwargs))
 
 
