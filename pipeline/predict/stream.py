@@ -4,7 +4,7 @@ Frames are decoded in a background thread into a queue of at most ``QUEUE_CHUNKS
 decoding overlaps the model's work, and memory holds a few chunks whatever the video's length.
 A ConvLSTM runs as its stateful twin (state carried from chunk to chunk, reset between videos),
 which gives the whole-sequence outputs; the per-frame baseline has no state and runs as it is.
-The model gets ready (twin, its self-check, tracing: seconds) in another thread while the first
+The model gets ready (twin and tracing: seconds) in another thread while the first
 video's chunks decode.
 """
 
@@ -86,7 +86,7 @@ class StreamingModel:
     """A trained classifier ready for videos of any length, one video at a time.
 
     Chunks go through one ``tf.function`` traced once for any chunk length
-    (:func:`pipeline.model.frame_probabilities`). The twin is built, checked and traced in a
+    (:func:`pipeline.model.frame_probabilities`). The twin is built and traced in a
     background thread from construction on; :meth:`timeline` waits for it only after its
     first chunk has been asked for, so decoding starts meanwhile.
     """
