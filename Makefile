@@ -99,8 +99,8 @@ bench-model: $(STAMP) ## Classifier train step vs keras ConvLSTM2D (channels_fir
 bench-input: $(STAMP) ## tf.data input pipeline vs raw memory-mapped reads and the train step
 	$(BIN)/python benchmarks/input.py
 
-bench-predict: $(STAMP) ## Predict's memory 1x vs 10x video, speed vs decode-all + one model.predict
-	$(BIN)/python benchmarks/predict.py
+bench-predict: $(STAMP) ## Predict's memory 1x vs 10x, 30x video, speed vs decode-all + one model.predict (3 rounds)
+	$(BIN)/python benchmarks/predict.py --copies 10 30
 
 clean: ## Remove generated data, outputs and models; keeps git-tracked files, .venv and DVC's cache
 	git clean -fdX data outputs models mlruns

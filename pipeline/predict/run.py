@@ -83,7 +83,7 @@ def predict_video(
         settings.fps,
         geometry,
         chunk_frames=config.predict.chunk_frames,
-        threads=config.decode.decoder_threads,
+        threads=config.predict.decoder_threads,
         fault_tolerance=config.decode.fault_tolerance,
         remux_formats=config.decode.remux_formats,
     )
