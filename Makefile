@@ -56,7 +56,7 @@ lint: $(STAMP) ## ruff check + format check
 
 run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro), then sum it up
 	$(BIN)/dvc repro
-	@$(BIN)/python -m pipeline.summary --config configs/pipeline.yaml
+	@$(BIN)/python -m pipeline.views.summary --config configs/pipeline.yaml
 
 exp: $(STAMP) ## A DVC experiment with other params: make exp SET="train.epochs=3 train.learning_rate=0.001"
 	@test -n "$(SET)" || { echo 'usage: make exp SET="train.epochs=3 ..." (keys of configs/pipeline.yaml)'; exit 2; }

@@ -42,11 +42,11 @@ import av
 import imageio_ffmpeg
 import numpy as np
 
-from pipeline import synth
-from pipeline.beam import local_cluster
-from pipeline.config import PROJECT_ROOT, Config, load_config
+from pipeline.core.config import PROJECT_ROOT, Config, load_config
+from pipeline.core.video import Geometry, sample_times
 from pipeline.decode import run as decode
-from pipeline.video import Geometry, sample_times
+from pipeline.infra.beam import local_cluster
+from pipeline.synth import run as synth
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 

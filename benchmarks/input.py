@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import GENRES  # noqa: E402
-from pipeline.config import PROJECT_ROOT, AugmentConfig, TrainConfig, load_config  # noqa: E402
-from pipeline.manifest import read_manifest  # noqa: E402
+from pipeline.core.config import PROJECT_ROOT, AugmentConfig, TrainConfig, load_config  # noqa: E402
+from pipeline.core.manifest import read_manifest  # noqa: E402
 from pipeline.model import build_classifier  # noqa: E402
 from pipeline.train import dataset  # noqa: E402
 

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import GENRES  # noqa: E402
-from pipeline.config import PROJECT_ROOT, ModelConfig, load_config  # noqa: E402
+from pipeline.core.config import PROJECT_ROOT, ModelConfig, load_config  # noqa: E402
 from pipeline.model import build_classifier, build_network  # noqa: E402
 
 

@@ -40,8 +40,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import imageio_ffmpeg  # noqa: E402
 
-from pipeline.config import PROJECT_ROOT, Config, load_config  # noqa: E402
-from pipeline.video import container_duration  # noqa: E402
+from pipeline.core import model_card  # noqa: E402
+from pipeline.core.config import PROJECT_ROOT, Config, load_config  # noqa: E402
+from pipeline.core.video import container_duration  # noqa: E402
 
 KIB = 1024
 
@@ -63,21 +64,30 @@ def joined(video: Path, copies: int, folder: Path) -> Path:
 
 
 def demo_model(config: Config, folder: Path) -> tuple[Path, str]:
-    """The trained classifier, or one of the config's architecture with seeded random weights."""
-    trained = config.paths.model("classifier") / "model.keras"
-    if trained.is_file():
+    """The trained classifier's folder, or a folder holding one of the config's architecture
+    with seeded random weights."""
+    trained = config.paths.model("classifier")
+    if model_card.network_file(trained).is_file():
         return trained, f"trained model {trained}"
     import keras
 
+    from pipeline import GENRES
     from pipeline.model import build_classifier
 
     decode = config.decode
     keras.utils.set_random_seed(config.seed)
-    model = build_classifier(config.model, (3, decode.height, decode.width))
-    model.save(folder / "model.keras")
-    settings = {key: getattr(decode, key) for key in ("fps", "height", "width", "aspect")}
-    (folder / "model.json").write_text(json.dumps({"decode": settings}))
-    return folder / "model.keras", "no trained model: the config's model section, random weights"
+    frame_shape = (3, decode.height, decode.width)
+    model = build_classifier(config.model, frame_shape)
+    card = model_card.ModelCard(
+        model="classifier",
+        cell=config.model.cell,
+        genres=GENRES,
+        frame_shape=frame_shape,
+        decode=model_card.DecodeSettings.from_config(decode),
+        mlflow_run_id=None,
+    )
+    model_card.write(folder, card, model.save)
+    return folder, "no trained model: the config's model section, random weights"
 
 
 def run_predict(config: Config, video: Path, model: Path, out: Path) -> int:
@@ -90,24 +100,24 @@ def run_predict(config: Config, video: Path, model: Path, out: Path) -> int:
 def run_whole(config: Config, video: Path, model: Path, out: Path) -> int:
     """Decode everything into memory with decord, then one ``model.predict``."""
     import decord
-    import keras
     import numpy as np
 
-    from pipeline.model import stacked_outputs  # importing it registers the layers
-    from pipeline.video import Geometry, frames_at, probe, sample_times
+    from pipeline.core.video import Geometry, frames_at, probe, sample_times
+    from pipeline.model import load_network, stacked_outputs
 
-    network = keras.saving.load_model(model, compile=False)
-    settings = json.loads(model.with_name("model.json").read_text())["decode"]
+    trained = model_card.read(model)
+    network = load_network(trained.network_file)
+    settings = trained.card.decode
     source = probe(video)
     geometry = Geometry.fit(
-        source.width, source.height, settings["width"], settings["height"], settings["aspect"]
+        source.width, source.height, settings.width, settings.height, settings.aspect
     )
     reader = decord.VideoReader(
         str(video), width=geometry.scaled_width, height=geometry.scaled_height
     )
     everything = reader.get_batch(list(range(len(reader)))).asnumpy()
     stamps = reader.get_frame_timestamp(range(len(reader)))
-    times = sample_times(float(stamps[-1, 1] - stamps[0, 0]), settings["fps"])
+    times = sample_times(float(stamps[-1, 1] - stamps[0, 0]), settings.fps)
     frames = geometry.place(everything[frames_at(stamps[:, 0] - stamps[0, 0], times)])
     outputs = network.predict(frames[None], verbose=0)
     np.save(out / "timeline.npy", stacked_outputs(outputs)[0])

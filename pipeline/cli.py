@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.config import Config, ConfigError, PathsConfig, load_config
-from pipeline.errors import StageError
-from pipeline.noise import configure, quiet_stderr, silence_workers
+from pipeline.core.config import Config, ConfigError, PathsConfig, load_config
+from pipeline.core.errors import StageError
+from pipeline.infra.noise import configure, quiet_stderr, silence_workers
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "synth": Stage(
-        "pipeline.synth",
+        "pipeline.synth.run",
         "generate the built-in demo corpus of procedural trailers",
         reads=lambda paths: "the config only",
         writes=lambda paths: f"{paths.video('<id>')}, {paths.annotations}, {paths.splits}",
@@ -74,13 +74,13 @@ STAGES: dict[str, Stage] = {
         },
     ),
     "train": Stage(
-        "pipeline.train.stage",
+        "pipeline.train.run",
         "train the ConvLSTM classifier (or the per-frame baseline) and record the run in MLflow",
         reads=lambda paths: (
             f"{paths.manifest} and the train and val shards, {paths.anomalies} (must have passed)"
         ),
         writes=lambda paths: (
-            f"{paths.model('<model>')}/ (model.keras, model.json), "
+            f"{paths.model('<model>')}/ (the network and its card), "
             f"{paths.train_outputs('<model>')}/history.csv, {paths.metrics('train_<model>')}, "
             "an MLflow run"
         ),
@@ -110,7 +110,7 @@ STAGES: dict[str, Stage] = {
         "pipeline.predict.run",
         "genre timelines of any videos, streamed through the trained model chunk by chunk",
         reads=lambda paths: (
-            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (model.keras, model.json) or "
+            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (the network and its card) or "
             "--model"
         ),
         writes=lambda paths: (
@@ -132,7 +132,7 @@ STAGES: dict[str, Stage] = {
             },
             "--model": {
                 "metavar": "PATH|URI",
-                "help": "a .keras file, its folder (model.json beside it) or an MLflow model URI "
+                "help": "a model folder, the .keras file in one or an MLflow model URI "
                 "(runs:/<id>/model, models:/<name>@<alias>, models:/m-<id>); default: the "
                 "trained classifier",
             },

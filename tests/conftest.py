@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from dask_cluster import dask_cluster
 from helpers import copy_corpus, path_overrides, smoke_config, tracked_paths, trailers
 
-from pipeline.config import Config
+from pipeline.core.config import Config
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from pipeline.annotations import (
+from pipeline.core.annotations import (
     Segment,
     check_trailer_id,
     labelled_trailers,
     read_annotations,
     trailer_id_for,
 )
-from pipeline.errors import StageError
+from pipeline.core.errors import StageError
 
 
 @pytest.mark.parametrize(

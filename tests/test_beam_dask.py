@@ -13,8 +13,8 @@ import pytest
 from dask_cluster import HOST, tasks_by_worker
 from helpers import COMMITTED_SCHEMA, trailers
 
-from pipeline.beam import new_pipeline
-from pipeline.config import BeamConfig
+from pipeline.core.config import BeamConfig
+from pipeline.infra.beam import new_pipeline
 
 SCHEMA = f"paths.schema_file={COMMITTED_SCHEMA}"
 INPUTS = ("videos", "annotations.csv", "splits.csv")

@@ -18,9 +18,9 @@ import pytest
 from helpers import ROOT, SMOKE_CONFIG, copy_corpus, path_overrides, trailers
 
 from pipeline import GENRES
-from pipeline.annotations import check_trailer_id
-from pipeline.config import Config, ConfigError, load_config
-from pipeline.manifest import ShardRow, read_manifest
+from pipeline.core.annotations import check_trailer_id
+from pipeline.core.config import Config, ConfigError, load_config
+from pipeline.core.manifest import ShardRow, read_manifest
 
 NAMES = (  # spaces, an accent, dots, parentheses, '#', a sub-folder; the first two slug alike
     "Movie Title (2019) - Official Trailer #2.mp4",

@@ -11,7 +11,7 @@ from helpers import trailers
 
 from pipeline import __version__
 from pipeline.cli import STAGES
-from pipeline.config import PathsConfig
+from pipeline.core.config import PathsConfig
 
 
 def test_version():
@@ -53,6 +53,6 @@ def test_library_noise_is_dropped_by_default_and_shown_with_v(tmp_path):
 
 def test_q_shows_only_warnings_and_errors(tmp_path):
     data = f"paths.data_dir={tmp_path / 'data'}"
-    assert "pipeline.synth: wrote 6 trailers" in trailers("synth", data, cwd=tmp_path).stderr
+    assert "pipeline.synth.run: wrote 6 trailers" in trailers("synth", data, cwd=tmp_path).stderr
     quiet = trailers("synth", data, "-q", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""

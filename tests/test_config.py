@@ -6,7 +6,7 @@ import pytest
 from helpers import DEMO_CONFIG, SMOKE_CONFIG, trailers
 
 from pipeline import GENRES
-from pipeline.config import ConfigError, load_config
+from pipeline.core.config import ConfigError, load_config
 
 SHIPPED = [DEMO_CONFIG, SMOKE_CONFIG]
 

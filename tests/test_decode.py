@@ -22,10 +22,10 @@ import pytest
 from helpers import trailers, trailers_command
 from media import frame_codes, write_audio_only, write_no_frames, write_video
 
-from pipeline.annotations import Segment
+from pipeline.core.annotations import Segment
+from pipeline.core.manifest import ShardRow, read_manifest
+from pipeline.core.video import Geometry, frames_at, sample_times
 from pipeline.decode.worker import frame_labels
-from pipeline.manifest import ShardRow, read_manifest
-from pipeline.video import Geometry, frames_at, sample_times
 
 
 def bigbuckbunny() -> Path:

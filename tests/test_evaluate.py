@@ -14,6 +14,7 @@ import pytest
 from helpers import copy_corpus, path_overrides, smoke_config, trailers
 
 from pipeline import GENRES
+from pipeline.core.manifest import read_manifest
 from pipeline.evaluate.metrics import (
     RECALL_GRID,
     at_threshold,
@@ -27,7 +28,6 @@ from pipeline.evaluate.metrics import (
     tuned_threshold,
 )
 from pipeline.evaluate.report import ScoredTrailer, gain, model_report, summary
-from pipeline.manifest import read_manifest
 
 MODELS = ("classifier", "baseline")
 

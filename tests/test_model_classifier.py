@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.config import GENRES, load_config
+from pipeline.core.config import GENRES, load_config
 from pipeline.model import CELLS, build_classifier, build_frame_baseline
 
 ROOT = Path(__file__).resolve().parent.parent

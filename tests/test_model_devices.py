@@ -48,7 +48,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from pipeline import GENRES
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.model import build_classifier
 
 smoke = load_config("configs/smoke.yaml").model

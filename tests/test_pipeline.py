@@ -16,7 +16,7 @@ from dvc.repo import Repo
 from helpers import ROOT
 
 from pipeline.cli import STAGES
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 
 BIN = Path(sys.executable).parent
 
@@ -104,7 +104,7 @@ def test_dvc_reruns_exactly_what_changed(project: Path):
     assert ran(dvc(project, "repro")) == set()
 
     downstream = {"train@classifier", "train@baseline", "evaluate"}
-    manifest = project / "pipeline" / "manifest.py"  # imported by all but synth
+    manifest = project / "pipeline" / "core" / "manifest.py"  # imported by all but synth
     manifest.write_text(manifest.read_text() + "\n# a change to code the stages import\n")
     status = json.loads(dvc(project, "status", "--json").stdout)
     assert set(status) == {"decode", "validate", *downstream}, status

@@ -14,11 +14,11 @@ from helpers import smoke_config, trailers_command
 from media import bigbuckbunny
 
 from pipeline import GENRES
+from pipeline.core.video import Geometry, probe, read_frames
 from pipeline.model import stacked_outputs
-from pipeline.predict.models import load
+from pipeline.predict.loader import load
 from pipeline.predict.outputs import output_names
 from pipeline.predict.stream import StreamingModel, prefetched
-from pipeline.video import Geometry, probe, read_frames
 
 # Every test needs the trained smoke models: the first one here may build the shared
 # trained_corpus (synth, decode, validate, two trainings), past 300 s on a loaded 2-core machine.

@@ -19,7 +19,7 @@ from distributed import Client
 from helpers import smoke_config, trailers_command
 
 from pipeline import GENRES
-from pipeline.errors import StageError
+from pipeline.core.errors import StageError
 from pipeline.predict import run
 from pipeline.predict.catalogue import STATUS_DIR, catalogue_entries
 from pipeline.predict.outputs import CATALOGUE_COLUMNS, CATALOGUE_FILE, output_names

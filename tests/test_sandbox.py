@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox import CallFailed, Sandbox, SandboxError
+from pipeline.infra.sandbox import CallFailed, Sandbox, SandboxError
 
 
 @pytest.fixture

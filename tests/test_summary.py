@@ -5,7 +5,7 @@ from pathlib import Path
 
 from helpers import smoke_config
 
-from pipeline.summary import main, summary
+from pipeline.views.summary import main, summary
 
 
 def test_the_summary_quotes_the_evaluate_metrics_and_the_outputs(tmp_path: Path):

@@ -19,10 +19,11 @@ from av.video.reformatter import VideoReformatter
 from helpers import DEMO_CONFIG, SMOKE_CONFIG, smoke_config
 
 from pipeline import GENRES, SPLITS, synth
-from pipeline.annotations import labelled_trailers
-from pipeline.config import PathsConfig, load_config
-from pipeline.errors import StageError
-from pipeline.synth import (
+from pipeline.core.annotations import labelled_trailers
+from pipeline.core.config import PathsConfig, load_config
+from pipeline.core.errors import StageError
+from pipeline.synth.grammar import GRAMMAR, scene
+from pipeline.synth.run import (
     annotation_rows,
     assign_splits,
     deal_genres,
@@ -32,10 +33,9 @@ from pipeline.synth import (
     render,
     seconds_text,
 )
-from pipeline.synth_grammar import GRAMMAR, scene
 
 SAMPLE_FPS, SAMPLE_SIZE = 8.0, 64
-"""The view the grammar guarantees its motions at: the decode defaults (pipeline/config.py;
+"""The view the grammar guarantees its motions at: the decode defaults (pipeline/core/config.py;
 the demo config decodes at 32x32 to fit its training budget, see docs/experiments.md)."""
 
 

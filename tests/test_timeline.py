@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipeline import GENRES
-from pipeline.config import TimelineConfig
-from pipeline.timeline import genre_segments, genres_present, runs, trailer_scores
+from pipeline.core.config import TimelineConfig
+from pipeline.core.timeline import genre_segments, genres_present, runs, trailer_scores
 
 
 def test_runs_find_every_stretch_including_the_edges():

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from pipeline import GENRES
-from pipeline.config import AugmentConfig, TrainConfig
-from pipeline.errors import StageError
-from pipeline.io import save_npy
-from pipeline.manifest import ShardRow, read_manifest, write_manifest
+from pipeline.core.config import AugmentConfig, TrainConfig
+from pipeline.core.errors import StageError
+from pipeline.core.io import save_npy
+from pipeline.core.manifest import ShardRow, read_manifest, write_manifest
 from pipeline.train import dataset
 
 HEIGHT, WIDTH = 6, 10

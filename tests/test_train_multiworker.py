@@ -22,8 +22,8 @@ from mlflow import MlflowClient
 
 import pipeline.model  # noqa: F401  (registers the layers a saved model names)
 from pipeline import GENRES
-from pipeline.config import load_config
-from pipeline.errors import StageError
+from pipeline.core.config import load_config
+from pipeline.core.errors import StageError
 from pipeline.train.dataset import PADDING, Shard, shard_plan
 from pipeline.train.devices import ClusterTask, cluster_task
 

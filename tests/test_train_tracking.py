@@ -29,10 +29,10 @@ from mlflow import MlflowClient
 
 import pipeline.model  # noqa: F401  registers the layers the saved model names
 from pipeline import GENRES
-from pipeline.config import PROJECT_ROOT, TrackingConfig, load_config
-from pipeline.errors import StageError
-from pipeline.manifest import read_manifest
-from pipeline.train import tracking
+from pipeline.core.config import PROJECT_ROOT, TrackingConfig, load_config
+from pipeline.core.errors import StageError
+from pipeline.core.manifest import read_manifest
+from pipeline.infra import tracking
 
 SMOKE = load_config(PROJECT_ROOT / "configs" / "smoke.yaml")
 FRAME = (3, SMOKE.decode.height, SMOKE.decode.width)

@@ -19,9 +19,9 @@ import tensorflow_data_validation as tfdv
 from helpers import COMMITTED_SCHEMA, smoke_config
 
 from pipeline import GENRES
-from pipeline.errors import StageError
-from pipeline.io import save_npy
-from pipeline.manifest import KEYS, ShardRow, read_manifest, write_manifest
+from pipeline.core.errors import StageError
+from pipeline.core.io import save_npy
+from pipeline.core.manifest import KEYS, ShardRow, read_manifest, write_manifest
 from pipeline.validate.features import frame_features, label_features
 from pipeline.validate.integrity import check_manifest
 from pipeline.validate.run import run

@@ -18,9 +18,9 @@ import pytest
 from media import write_video
 
 from pipeline import GENRES
-from pipeline.config import TimelineConfig
-from pipeline.timeline import genre_segments
-from pipeline.viewer import PALETTE, ViewerEntry, write_index, write_viewer
+from pipeline.core.config import TimelineConfig
+from pipeline.core.timeline import genre_segments
+from pipeline.views.viewer import PALETTE, ViewerEntry, write_index, write_viewer
 
 CHROMIUM = shutil.which("chromium")
 

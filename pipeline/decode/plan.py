@@ -14,13 +14,13 @@ import math
 from pathlib import Path
 
 from pipeline import UNLABELLED
-from pipeline.annotations import Problem, labelled_trailers, trailer_id_for
-from pipeline.beam import usable_cpus, worker_count
-from pipeline.config import Config, DecodeConfig
+from pipeline.core.annotations import Problem, labelled_trailers, trailer_id_for
+from pipeline.core.config import Config, DecodeConfig
+from pipeline.core.errors import StageError
+from pipeline.core.video import Skipped, container_duration, list_videos
 from pipeline.decode.receipts import decoded_parts
 from pipeline.decode.worker import DecodeParams, Job, Trailer
-from pipeline.errors import StageError
-from pipeline.video import Skipped, container_duration, list_videos
+from pipeline.infra.beam import usable_cpus, worker_count
 
 
 def decode_params(decode: DecodeConfig) -> DecodeParams:

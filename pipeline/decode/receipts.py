@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.io import read_json
-from pipeline.manifest import ShardRow
+from pipeline.core.io import read_json
+from pipeline.core.manifest import ShardRow
 
 Verify = Literal["size_mtime", "sha256"]
 

@@ -1,9 +1,9 @@
 """Stage ``decode``: trailers -> channels_first uint8 ``.npy`` shards, on Apache Beam.
 
 Reads every video the annotations list (or every video in ``decode.input_dir``), samples frames
-by timestamp (rule in ``pipeline/video.py``), and writes shards, labels, the manifest
-(``pipeline/manifest.py``), a report and the stage's metrics. What is left to decode comes from
-``plan``; each Beam worker drives one supervised decoder process (``pipeline/sandbox.py``)
+by timestamp (rule in ``pipeline/core/video.py``), and writes shards, labels, the manifest
+(``pipeline/core/manifest.py``), a report and the stage's metrics. What is left to decode comes from
+``plan``; each Beam worker drives one supervised decoder process (``pipeline/infra/sandbox.py``)
 running ``worker.decode_part``: a video that aborts, segfaults or hangs decord fails alone, is
 named in the report, and everything else is still decoded. Trailers whose source, labels and
 params are unchanged since the last run, and whose shards are intact, are skipped; every file
@@ -23,17 +23,17 @@ from pathlib import Path
 import apache_beam as beam
 from tqdm import tqdm
 
-from pipeline import manifest
-from pipeline.annotations import Problem
-from pipeline.beam import new_pipeline
-from pipeline.config import Config, DecodeConfig
+from pipeline.core import manifest
+from pipeline.core.annotations import Problem
+from pipeline.core.config import Config, DecodeConfig
+from pipeline.core.errors import StageError
+from pipeline.core.io import read_json, remove_leftovers, write_json
 from pipeline.decode import worker
 from pipeline.decode.plan import decode_params, find_trailers, plan_jobs
 from pipeline.decode.receipts import Verify, decoded_parts, shard_rows, tidy_receipts
 from pipeline.decode.worker import Job, Trailer
-from pipeline.errors import StageError
-from pipeline.io import read_json, remove_leftovers, write_json
-from pipeline.sandbox import CallFailed, Sandbox, SandboxError
+from pipeline.infra.beam import new_pipeline
+from pipeline.infra.sandbox import CallFailed, Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The per-part worker: decode a run of a trailer's shards, label every frame, write them.
 
-Runs inside each Beam worker's sandboxed decoder process (``pipeline/sandbox.py``), which
+Runs inside each Beam worker's sandboxed decoder process (``pipeline/infra/sandbox.py``), which
 imports this module and decord as it starts, and nothing of Beam.
 
 Layout under the shards folder (``config.paths.shards``)::
@@ -30,11 +30,11 @@ from typing import Literal
 import numpy as np
 
 from pipeline import GENRES
-from pipeline.annotations import Segment
+from pipeline.core.annotations import Segment
+from pipeline.core.io import save_npy, write_json
+from pipeline.core.manifest import ShardRow
+from pipeline.core.video import Geometry, VideoError, probe, read_frames
 from pipeline.decode.receipts import file_stats, part_receipt_path
-from pipeline.io import save_npy, write_json
-from pipeline.manifest import ShardRow
-from pipeline.video import Geometry, VideoError, probe, read_frames
 
 FINGERPRINT_CHARS = 16
 """Hex digits of the fingerprint kept in receipt names (64 bits: collisions are not a risk)."""

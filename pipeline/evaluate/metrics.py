@@ -17,10 +17,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from pipeline.timeline import runs, segment_times
+from pipeline.core.timeline import runs, segment_times
 
 MOTION_ONLY = ("comedy", "musical", "horror", "suspense")
-"""The genres only motion tells apart (two look-alike pairs, ``pipeline/synth_grammar.py``):
+"""The genres only motion tells apart (two look-alike pairs, ``pipeline/synth/grammar.py``):
 a per-frame model cannot separate them, so the gain from time shows here first."""
 
 RECALL_GRID = np.linspace(0.0, 1.0, 101)
@@ -105,7 +105,7 @@ def interpolated_precision(recall: np.ndarray, precision: np.ndarray) -> np.ndar
 
 def true_segments(labels: np.ndarray, fps: float, duration_s: float) -> list[Segment]:
     """Runs of one genre's 0/1 frame labels as ``(start_s, end_s)``, timed as
-    :func:`pipeline.timeline.genre_segments` times predicted ones."""
+    :func:`pipeline.core.timeline.genre_segments` times predicted ones."""
     return [segment_times(first, stop, fps, duration_s) for first, stop in runs(labels > 0)]
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.core.io import atomic_open, atomic_path
 from pipeline.evaluate.metrics import RECALL_GRID, interpolated_precision
-from pipeline.io import atomic_open, atomic_path
 
 Curve = tuple[np.ndarray, np.ndarray]
 """``(recall, precision)`` of one model and genre, as scikit-learn computes them."""

@@ -8,7 +8,8 @@ Three levels, each per genre then macro (the mean over the genres where the spli
 - **segments**: the timeline ``trailers predict`` writes (``timeline.threshold``,
   ``timeline.min_segment_s``) against the labels' runs, matched one-to-one at IoU >=
   ``evaluate.segment_iou``; counts pooled over the trailers;
-- **trailers**: average precision of each trailer's score (:func:`pipeline.timeline.trailer_scores`)
+- **trailers**: average precision of each trailer's score
+  (:func:`pipeline.core.timeline.trailer_scores`)
   against whether the genre appears anywhere in it, the figure comparable with published
   trailer-level results.
 
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import GENRES
-from pipeline.config import Config, TimelineConfig
+from pipeline.core.config import Config, TimelineConfig
+from pipeline.core.timeline import genre_segments, trailer_scores
 from pipeline.evaluate.metrics import (
     MOTION_ONLY,
     at_threshold,
@@ -36,7 +38,6 @@ from pipeline.evaluate.metrics import (
     true_segments,
     tuned_threshold,
 )
-from pipeline.timeline import genre_segments, trailer_scores
 
 DIGITS = 4
 """Decimals of every number in the report and the metrics."""

@@ -2,7 +2,7 @@
 
 Runs the ConvLSTM (``classifier``) and the per-frame ``baseline`` over every whole trailer of
 ``evaluate.split`` (and of val, where the per-genre thresholds are tuned), each trailer in one
-pass, and writes (paths from :class:`pipeline.config.PathsConfig`):
+pass, and writes (paths from :class:`pipeline.core.config.PathsConfig`):
 
 - ``metrics/evaluate.json``: the summary numbers (``dvc metrics show``);
 - ``outputs/evaluate/report.json``: every number (:mod:`pipeline.evaluate.report`);
@@ -13,7 +13,7 @@ pass, and writes (paths from :class:`pipeline.config.PathsConfig`):
 - ``outputs/evaluate/viewer/``: a viewer page per trailer (the classifier's timeline over its
   video) and ``index.html``, worst average precision first;
 
-and records an evaluation run per model in MLflow (:mod:`pipeline.evaluate.tracking`).
+and records an evaluation run per model in MLflow (:mod:`pipeline.infra.tracking`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import GENRES
-from pipeline.config import Config, PathsConfig, tracking_uri
-from pipeline.errors import StageError
-from pipeline.evaluate import plots, tracking
+from pipeline.core import model_card
+from pipeline.core.config import Config, PathsConfig, tracking_uri
+from pipeline.core.errors import StageError
+from pipeline.core.io import write_json
+from pipeline.core.manifest import ManifestError, ShardRow, read_manifest
+from pipeline.core.model_card import ModelCard
+from pipeline.core.shards import by_trailer, read_trailer
+from pipeline.evaluate import plots
 from pipeline.evaluate.metrics import pr_curve
 from pipeline.evaluate.report import (
     ScoredTrailer,
@@ -41,13 +46,10 @@ from pipeline.evaluate.report import (
     summary,
     trailer_average_precision,
 )
-from pipeline.io import read_json, write_json
-from pipeline.manifest import ManifestError, ShardRow, read_manifest
-from pipeline.model import frame_probabilities  # importing it registers the layers
-from pipeline.shards import by_trailer, read_trailer
-from pipeline.timeline_plot import draw_timeline
-from pipeline.tracking import require_reachable
-from pipeline.viewer import ViewerEntry, write_index, write_viewer
+from pipeline.infra import tracking
+from pipeline.model import frame_probabilities, load_network
+from pipeline.views.timeline_plot import draw_timeline
+from pipeline.views.viewer import ViewerEntry, write_index, write_viewer
 
 MODELS = ("classifier", "baseline")
 """The ConvLSTM, then the per-frame baseline: the gain from time is the first minus the second."""
@@ -58,27 +60,10 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 """uint8 frames ``(frames, channels, height, width)`` -> float ``(frames, 6)`` probabilities."""
 
 
-def load_model(folder: Path) -> tuple[keras.Model, dict]:
-    """A trained model and its card (``model.json``: decode settings, MLflow run)."""
-    card = read_json(folder / "model.json")
-    if card is None or not (folder / "model.keras").is_file():
-        raise StageError(
-            f"{folder}: no trained model (model.keras and model.json; run "
-            f"`trailers train --model {folder.name}`)"
-        )
-    return keras.saving.load_model(folder / "model.keras"), card
-
-
-def check_decoded_alike(model: str, card: Mapping, rows: Sequence[ShardRow]) -> None:
-    """Stop if the shards were decoded other than the model was trained on."""
-    decode = card["decode"]
-    for row in rows:
-        if (row.fps, row.height, row.width) != (decode["fps"], decode["height"], decode["width"]):
-            raise StageError(
-                f"{row.shard}: decoded at {row.fps} fps, {row.height}x{row.width}, but the "
-                f"{model} was trained on {decode['fps']} fps, {decode['height']}x"
-                f"{decode['width']}: rerun train"
-            )
+def load_model(folder: Path) -> tuple[keras.Model, ModelCard]:
+    """A trained model and its card (decode settings, MLflow run)."""
+    trained = model_card.read(folder)
+    return load_network(trained.network_file), trained.card
 
 
 def score_split(
@@ -183,7 +168,7 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
-def record(config: Config, cards: Mapping[str, Mapping], report: Mapping) -> None:
+def record(config: Config, cards: Mapping[str, ModelCard], report: Mapping) -> None:
     """An evaluation run per model; the classifier's also holds the gain, and registers the
     model when ``evaluate.register_model`` says so."""
     paths, split = config.paths, config.evaluate.split
@@ -194,7 +179,7 @@ def record(config: Config, cards: Mapping[str, Mapping], report: Mapping) -> Non
         paths.evaluate_viewer,
     ]
     for model in MODELS:
-        training_run = cards[model].get("mlflow_run_id")
+        training_run = cards[model].mlflow_run_id
         with tracking.evaluation_run(config, model, training_run) as logged:
             scores = report["models"][model]  # per genre, macro and motion-only; not "undefined"
             named = {key: scores[key] for key in ("macro", "motion_only_average_precision")}
@@ -215,7 +200,7 @@ def record(config: Config, cards: Mapping[str, Mapping], report: Mapping) -> Non
 def run(config: Config) -> None:
     """Evaluate both trained models on ``evaluate.split`` and write and record the results."""
     paths, split = config.paths, config.evaluate.split
-    require_reachable(tracking_uri(config.tracking))
+    tracking.require_reachable(tracking_uri(config.tracking))
     try:
         rows = read_manifest(paths.manifest)
     except (FileNotFoundError, ManifestError) as exc:
@@ -223,7 +208,7 @@ def run(config: Config) -> None:
     loaded = {model: load_model(paths.model(model)) for model in MODELS}
     chosen = [row for row in rows if row.split in ("val", split)]
     for model, (_, card) in loaded.items():
-        check_decoded_alike(model, card, chosen)
+        card.decode.check_rows(chosen, f"the {model} was trained on", "rerun train")
     predictors = {model: frame_probabilities(network) for model, (network, _) in loaded.items()}
 
     val, failed = score_split(rows, "val", predictors, paths.shards)

@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from pipeline import GENRES
-from pipeline.config import ModelConfig
+from pipeline.core.config import ModelConfig
+from pipeline.core.errors import StageError
 from pipeline.model.cells import PACKAGE, resolve_compute_format, standardize_format
 from pipeline.model.layers import (
     ConvLSTM,
@@ -340,3 +342,12 @@ def frame_probabilities(model: keras.Model) -> Callable[[np.ndarray], np.ndarray
 def stacked_outputs(outputs: dict) -> np.ndarray:
     """The model's ``{genre: (batch, time, 1)}`` as one ``(batch, time, 6)`` array (GENRES)."""
     return np.concatenate([np.asarray(outputs[genre]) for genre in GENRES], axis=-1)
+
+
+def load_network(path: Path) -> keras.Model:
+    """A saved network (a model folder's ``.keras`` file), uncompiled: evaluate and predict only
+    run it. StageError, naming the file, when Keras cannot load it."""
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{path}: not a loadable Keras model ({exc})") from None

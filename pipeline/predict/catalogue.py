@@ -1,10 +1,11 @@
 """``trailers predict --catalogue DIR|CSV``: every video of a catalogue, one Beam element each.
 
 The catalogue is a folder (every video in it, listed as decode lists a videos folder:
-:func:`pipeline.video.list_videos` with ``decode.video_extensions``) or a CSV file with a
+:func:`pipeline.core.video.list_videos` with ``decode.video_extensions``) or a CSV file with a
 ``video`` column (paths relative to the CSV's folder; other columns are ignored). Each video is
-one element on the configured Beam runner (``beam:``, :mod:`pipeline.beam`), and a worker runs
-the very function ``trailers predict VIDEO...`` runs (:func:`pipeline.predict.run.predict_video`),
+one element on the configured Beam runner (``beam:``, :mod:`pipeline.infra.beam`), and a worker runs
+the very function ``trailers predict VIDEO...`` runs
+(:func:`pipeline.predict.one_video.predict_video`),
 writing the video's outputs straight into ``--out``, which must be storage every worker shares.
 
 Why a DoFn with ``setup()`` and :class:`apache_beam.utils.shared.Shared`, not ``RunInference``:
@@ -40,16 +41,16 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.utils import shared
 
-from pipeline.annotations import VIDEO_COLUMN, spreadsheet_text
-from pipeline.beam import new_pipeline
-from pipeline.config import Config
-from pipeline.errors import StageError
-from pipeline.io import read_json, write_json
-from pipeline.predict.models import LoadedModel, load
+from pipeline.core.annotations import VIDEO_COLUMN, spreadsheet_text
+from pipeline.core.config import Config
+from pipeline.core.errors import StageError
+from pipeline.core.io import read_json, write_json
+from pipeline.core.video import VideoError, list_videos
+from pipeline.infra.beam import new_pipeline
+from pipeline.predict.loader import LoadedModel, load
+from pipeline.predict.one_video import predict_video
 from pipeline.predict.outputs import CATALOGUE_FILE, CatalogueRow, output_names, write_catalogue
-from pipeline.predict.run import predict_video
 from pipeline.predict.stream import StreamingModel
-from pipeline.video import VideoError, list_videos
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import GENRES
-from pipeline.config import TimelineConfig
-from pipeline.io import atomic_open, write_json
-from pipeline.timeline import genre_segments, genres_present, trailer_scores
+from pipeline.core.config import TimelineConfig
+from pipeline.core.io import atomic_open, write_json
+from pipeline.core.timeline import genre_segments, genres_present, trailer_scores
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 """Runs of characters left out of output names (path separators, spaces, shell specials)."""

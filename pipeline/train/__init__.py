@@ -1,1 +1,3 @@
-"""The train stage: tf.data input from the shards, training, MLflow tracking."""
+"""``trailers train``: the stage (``run``), tf.data input from the shards (``dataset``), devices
+and distribution (``devices``), the loss and metrics (``losses``) and the Keras callbacks
+(``callbacks``)."""

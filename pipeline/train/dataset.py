@@ -39,7 +39,7 @@ dropped.
 **Splits.** Every function takes the rows of one split, as the train stage passes them; give
 ``split=`` to pick one from rows of several. Rows of several splits without ``split=`` are an
 error, as are unlabelled rows, a missing shard, or one whose shape disagrees with the manifest
-(:class:`pipeline.errors.StageError`, naming the file), found before any ``tf`` work starts.
+(:class:`pipeline.core.errors.StageError`, naming the file), found before any ``tf`` work starts.
 
 **Several replicas in one process** (``MirroredStrategy``): ``batch_size`` is the global batch,
 which ``tf.distribute`` splits between the replicas (auto-sharding by ``DATA``: the source is
@@ -65,10 +65,10 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import GENRES
-from pipeline.config import TrainConfig
-from pipeline.errors import StageError
-from pipeline.manifest import ShardRow
-from pipeline.shards import by_trailer, check_contiguous, check_shape, map_npy
+from pipeline.core.config import TrainConfig
+from pipeline.core.errors import StageError
+from pipeline.core.manifest import ShardRow
+from pipeline.core.shards import by_trailer, check_contiguous, check_shape, map_npy
 
 OPEN_SHARDS = 64
 """Memory maps kept open per dataset (each holds a file descriptor)."""

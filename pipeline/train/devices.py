@@ -15,8 +15,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pipeline.config import TrainConfig
-from pipeline.errors import StageError
+from pipeline.core.config import TrainConfig
+from pipeline.core.errors import StageError
 
 TRAINING_JOBS = ("chief", "worker")
 """The ``TF_CONFIG`` jobs that train; MultiWorkerMirroredStrategy has no parameter servers."""
@@ -163,3 +163,10 @@ def use_mixed_precision(train: TrainConfig) -> bool:
         raise StageError("train.mixed_precision: on needs a GPU (use auto or off on a CPU host)")
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     return mixed
+
+
+def finish_together(strategy: tf.distribute.Strategy) -> None:
+    """Every worker's last step, an all-reduce: no worker exits while the chief still writes
+    the model and logs it, which the chief's coordination service would report as a task
+    failed by "heartbeat timeout". A chief that fails first leaves the others with an error."""
+    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1)), axis=None)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import GENRES
-from pipeline.manifest import ShardRow
+from pipeline.core.manifest import ShardRow
 from pipeline.validate.anomalies import Anomaly
 
 CHANNELS: tuple[str, ...] = ("r", "g", "b")

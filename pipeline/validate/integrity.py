@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import SPLITS, UNLABELLED
-from pipeline.errors import StageError
-from pipeline.manifest import ManifestError, ShardRow, parse_line
+from pipeline.core.errors import StageError
+from pipeline.core.manifest import ManifestError, ShardRow, parse_line
 from pipeline.validate.anomalies import Anomaly
 
 SPLIT_ORDER = (*SPLITS, UNLABELLED)
@@ -38,7 +38,7 @@ def check_manifest(path: Path) -> tuple[list[ShardRow], list[Anomaly]]:
         try:
             row = parse_line(line)
         except ManifestError as exc:
-            bad(number, "manifest", "a shard row (pipeline/manifest.py)", str(exc))
+            bad(number, "manifest", "a shard row (pipeline/core/manifest.py)", str(exc))
             continue
         if row.split not in SPLIT_ORDER:
             bad(number, "split", "one of " + ", ".join(SPLIT_ORDER), repr(row.split))

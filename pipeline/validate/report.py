@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.config import PathsConfig
-from pipeline.io import atomic_open, write_json
+from pipeline.core.config import PathsConfig
+from pipeline.core.io import atomic_open, write_json
 from pipeline.validate.anomalies import Anomaly
 from pipeline.validate.features import FEATURES, LIST_FEATURES
 from pipeline.validate.integrity import SPLIT_ORDER

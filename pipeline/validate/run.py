@@ -20,8 +20,8 @@ import logging
 
 import tensorflow_data_validation as tfdv
 
-from pipeline.config import Config
-from pipeline.errors import StageError
+from pipeline.core.config import Config
+from pipeline.core.errors import StageError
 from pipeline.validate.anomalies import Anomaly, to_anomalies
 from pipeline.validate.integrity import check_manifest
 from pipeline.validate.report import write_outputs

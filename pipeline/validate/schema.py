@@ -15,9 +15,9 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from pipeline import GENRES, UNLABELLED
-from pipeline.config import ValidateConfig
-from pipeline.errors import StageError
-from pipeline.io import atomic_open
+from pipeline.core.config import ValidateConfig
+from pipeline.core.errors import StageError
+from pipeline.core.io import atomic_open
 from pipeline.validate.features import CHANNELS, FEATURES, FLOAT, INT, LABEL_FEATURES, LIST_FEATURES
 
 TRAINING, SERVING = "TRAINING", "SERVING"

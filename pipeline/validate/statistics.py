@@ -16,10 +16,10 @@ import pyarrow as pa
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline.beam import new_pipeline, worker_count
-from pipeline.config import Config
-from pipeline.io import atomic_open, atomic_path
-from pipeline.manifest import ShardRow
+from pipeline.core.config import Config
+from pipeline.core.io import atomic_open, atomic_path
+from pipeline.core.manifest import ShardRow
+from pipeline.infra.beam import new_pipeline, worker_count
 from pipeline.validate.features import FEATURES, FLOAT, INT, STRING, inspect_shard
 from pipeline.validate.integrity import SPLIT_ORDER
 

@@ -34,7 +34,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
 from distributed import Client, as_completed
 
-from pipeline.errors import StageError
+from pipeline.core.errors import StageError
 
 
 class DaskRunner(dask_runner.DaskRunner):

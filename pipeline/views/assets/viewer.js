@@ -1,6 +1,6 @@
 "use strict";
 /*
- * The timeline viewer (pipeline/viewer): a video and, under it, one canvas lane per genre with one
+ * The timeline viewer (pipeline/views/viewer.py): a video and, under it, one canvas lane per genre with one
  * column per sampled frame (frame k stands for time k / fps and lasts 1 / fps, the decode stage's
  * sampling rule), a truth lane under each when labels exist, a playhead, hover read-outs, a
  * threshold slider with its segment list, zoom and pan. Every string from the data reaches the page
@@ -96,7 +96,7 @@
     return clamp(Math.floor(time * fps + TIME_EPSILON), 0, frames - 1);
   }
 
-  // Segments: pipeline/timeline.py's runs and genre_segments, line for line. The page holds the
+  // Segments: pipeline/core/timeline.py's runs and genre_segments, line for line. The page holds the
   // probabilities as float32, and numpy compares a float32 array with a Python float in float32.
   function computeSegments(threshold) {
     const limit = Math.fround(threshold);

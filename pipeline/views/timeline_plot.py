@@ -2,7 +2,7 @@
 
 Predict draws each video's timeline; evaluate draws test trailers' truth against prediction
 (``truth``: a thin strip of the labels above each genre's probabilities). Frame ``k`` covers
-``[k / fps, (k + 1) / fps)``, the timeline contract of :mod:`pipeline.timeline`.
+``[k / fps, (k + 1) / fps)``, the timeline contract of :mod:`pipeline.core.timeline`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline import GENRES
-from pipeline.io import atomic_path
+from pipeline.core.io import atomic_path
 
 STRIP_INCHES = 0.45
 """Height of one genre's strip; the figure grows with the genres drawn."""

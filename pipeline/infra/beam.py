@@ -23,8 +23,8 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.config import DASK_RUNNERS, BeamConfig
-from pipeline.errors import StageError
+from pipeline.core.config import DASK_RUNNERS, BeamConfig
+from pipeline.core.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,6 @@ def _address_key(config: BeamConfig) -> str:
 
 
 def _dask_runner(config: BeamConfig) -> beam.runners.runner.PipelineRunner:
-    from pipeline.beam_dask import DaskRunner
+    from pipeline.infra.beam_dask import DaskRunner
 
     return DaskRunner(_address_key(config))

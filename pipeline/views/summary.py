@@ -1,7 +1,7 @@
 """What ``make run`` prints at the end: the demo's quality and where everything it made lies.
 
 Reads only what the stages wrote (``metrics/evaluate.json`` and the config's paths); run as
-``python -m pipeline.summary --config configs/pipeline.yaml``.
+``python -m pipeline.views.summary --config configs/pipeline.yaml``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import Config, ConfigError, load_config
-from pipeline.io import read_json
+from pipeline.core.config import Config, ConfigError, load_config
+from pipeline.core.io import read_json
 
 MODELS = {"classifier": "ConvLSTM", "baseline": "per-frame baseline"}
 """Each evaluated model's metrics prefix and its name for people."""
@@ -62,7 +62,7 @@ def summary(config: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.summary", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.views.summary", description=__doc__)
     parser.add_argument("--config", default="configs/pipeline.yaml")
     args = parser.parse_args(argv)
     try:

@@ -2,7 +2,7 @@
 
 Shared by the stages that read what decode wrote (train's input pipeline, evaluate). Files are
 memory-mapped (``np.load(mmap_mode="r")``) and checked against their manifest row; anything
-missing or of the wrong shape is a :class:`pipeline.errors.StageError` naming the file.
+missing or of the wrong shape is a :class:`pipeline.core.errors.StageError` naming the file.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import GENRES
-from pipeline.errors import StageError
-from pipeline.manifest import ShardRow
+from pipeline.core.errors import StageError
+from pipeline.core.manifest import ShardRow
 
 
 def map_npy(path: Path) -> np.ndarray:

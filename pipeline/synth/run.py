@@ -3,7 +3,7 @@
 A trailer is a run of genre *blocks* separated by a title card or black frames; a block is one
 or more shots of its genre separated by hard cuts, and a block with a second genre shows both
 side by side (split screen), so that moment carries two labels. How each genre looks and moves
-is the grammar in ``pipeline/synth_grammar.py``; four genres come in look-alike pairs that only
+is the grammar in ``pipeline/synth/grammar.py``; four genres come in look-alike pairs that only
 motion tells apart (comedy/musical, horror/suspense).
 
 The corpus is planned first (``plan_corpus``: sizes, rates, timelines, splits and genres, all
@@ -32,11 +32,11 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import GENRES, SPLITS
-from pipeline.annotations import ANNOTATION_COLUMNS, SPLIT_COLUMNS
-from pipeline.config import Config, SynthConfig
-from pipeline.errors import StageError
-from pipeline.io import atomic_open, atomic_path, remove_leftovers
-from pipeline.synth_grammar import GRAMMAR, black, scene, title_card
+from pipeline.core.annotations import ANNOTATION_COLUMNS, SPLIT_COLUMNS
+from pipeline.core.config import Config, SynthConfig
+from pipeline.core.errors import StageError
+from pipeline.core.io import atomic_open, atomic_path, remove_leftovers
+from pipeline.synth.grammar import GRAMMAR, black, scene, title_card
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import numpy as np
 
 from pipeline import GENRES
-from pipeline.io import atomic_open
+from pipeline.core.io import atomic_open
 
 PALETTE: Mapping[str, str] = {
     "comedy": "#E69F00",  # Okabe-Ito orange
@@ -64,9 +64,10 @@ def write_viewer(
     """Write the viewer of ``video`` and its timeline to ``page`` (atomically).
 
     ``probabilities`` is float ``(frames, 6)`` in GENRES order, frame ``k`` at time ``k / fps``
-    (the timeline contract, ``pipeline/timeline.py``); ``truth``, when given, the labels 0/1 of
+    (the timeline contract, ``pipeline/core/timeline.py``); ``truth``, when given, the labels 0/1 of
     the same shape. ``threshold`` and ``min_segment_s`` start the page's segment list as
-    :func:`pipeline.timeline.genre_segments` reads them. ``title`` defaults to the video's name.
+    :func:`pipeline.core.timeline.genre_segments` reads them. ``title`` defaults to the video's
+    name.
     """
     page = Path(page)
     probabilities = _timeline_array(probabilities, "probabilities")
@@ -140,7 +141,7 @@ def _script_json(data: dict) -> str:
 
 
 def _asset(name: str) -> str:
-    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def _csp_hash(text: str) -> str:

@@ -1,7 +1,8 @@
 """A genre timeline: each sampled frame's probability of every genre, and what is read from it.
 
 One contract for predict (a user's video) and evaluate (test trailers against their labels):
-frame ``k`` stands for time ``k / fps`` (the decode stage's sampling rule, ``pipeline/video.py``)
+frame ``k`` stands for time ``k / fps`` (the decode stage's sampling rule,
+``pipeline/core/video.py``)
 and lasts ``1 / fps``; ``probabilities`` is float ``(frames, 6)`` in :data:`pipeline.GENRES`
 order. Segments have the shape of ``annotations.csv`` rows, so a prediction can be read, and
 scored, like a label file.
@@ -14,7 +15,7 @@ import math
 import numpy as np
 
 from pipeline import GENRES
-from pipeline.config import TimelineConfig
+from pipeline.core.config import TimelineConfig
 
 
 def runs(active: np.ndarray) -> list[tuple[int, int]]:

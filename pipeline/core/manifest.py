@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import atomic_open
+from pipeline.core.io import atomic_open
 
 
 class ManifestError(ValueError):

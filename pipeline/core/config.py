@@ -28,7 +28,7 @@ from pipeline import GENRES, SPLITS
 
 __all__ = ["GENRES", "SPLITS", "Config", "ConfigError", "PathsConfig", "load_config"]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ConfigError(ValueError):
@@ -137,7 +137,7 @@ class PathsConfig(_Section):
         return Path(self.models_dir)
 
     def model(self, name: str) -> Path:
-        """A trained model's folder (``model.keras``, ``model.json``), e.g. ``models/baseline``."""
+        """A trained model's folder (:mod:`pipeline.core.model_card`), e.g. ``models/baseline``."""
         return self.models / name
 
     def train_outputs(self, name: str) -> Path:
@@ -218,7 +218,7 @@ class SynthConfig(_Section):
 
 
 DASK_RUNNERS = ("dask", "apache_beam.runners.dask.dask_runner.DaskRunner")
-"""The names ``beam.runner`` takes for Beam's Dask runner (``pipeline/beam.py`` runs a fixed
+"""The names ``beam.runner`` takes for Beam's Dask runner (``pipeline/infra/beam.py`` runs a fixed
 subclass of it)."""
 
 
@@ -229,7 +229,7 @@ class BeamConfig(_Section):
     usable core) in ``direct_running_mode``. ``dask`` runs on the Dask cluster at
     ``scheduler_address``, or (null) on a local cluster of ``num_workers`` worker processes
     that the stage starts and stops; ``num_workers`` also sets how many parts decode cuts
-    long videos into. Any runner gets ``runner_options`` as its flags (``pipeline/beam.py``).
+    long videos into. Any runner gets ``runner_options`` as its flags (``pipeline/infra/beam.py``).
     """
 
     runner: str = "DirectRunner"

@@ -98,7 +98,7 @@ class Sandbox:
     def _start(self) -> subprocess.Popen:
         self._stderr.clear()
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.sandbox", *self.preload],
+            [sys.executable, "-m", "pipeline.infra.sandbox", *self.preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

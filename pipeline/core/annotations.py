@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pipeline import GENRES, SPLITS
-from pipeline.errors import StageError
+from pipeline.core.errors import StageError
 
 ANNOTATION_COLUMNS = ("trailer_id", "start_s", "end_s", "genre")
 VIDEO_COLUMN = "video"

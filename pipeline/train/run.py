@@ -1,10 +1,10 @@
 """``trailers train``: fit the ConvLSTM classifier, or the per-frame baseline, on the shards.
 
-Reads the manifest and shards (train and val splits) and validate's verdict; writes
-``models/<model>/model.keras`` (float32, loads on any host), ``models/<model>/model.json`` (the
-decode settings the model was trained on, for predict), ``metrics/train_<model>.json`` (DVC
-metrics) and ``outputs/train/<model>/history.csv`` (one row per epoch, DVC plots). Every run is
-an MLflow run.
+Reads the manifest and shards (train and val splits) and validate's verdict; writes the model's
+folder ``models/<model>/`` (:mod:`pipeline.core.model_card`: the float32 network, which loads on
+any host, and its card with the decode settings it was trained on),
+``metrics/train_<model>.json`` (DVC metrics) and ``outputs/train/<model>/history.csv`` (one row
+per epoch, DVC plots). Every run is an MLflow run.
 
 A killed run resumes from its last finished epoch: ``outputs/train/<model>/checkpoints/`` holds
 it while the model trains and is removed when training ends.
@@ -17,7 +17,7 @@ A killed multi-worker run starts over.
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -27,19 +27,26 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from pipeline import GENRES
-from pipeline.config import Config, ModelConfig, PathsConfig, TrainConfig
-from pipeline.errors import StageError
-from pipeline.io import atomic_path, read_json, write_json
-from pipeline.manifest import ManifestError, ShardRow, read_manifest
-from pipeline.model import build_classifier, build_frame_baseline
-from pipeline.train import dataset, tracking
-from pipeline.train.devices import ClusterTask, cluster_task, make_strategy, use_mixed_precision
-
-MONITOR = "val_macro_auc_pr"
-"""What early stopping and the best-model checkpoint watch: mean per-genre AUC-PR on val."""
+from pipeline.core import model_card
+from pipeline.core.config import Config, ModelConfig, PathsConfig, TrainConfig, tracking_uri
+from pipeline.core.errors import StageError
+from pipeline.core.io import read_json, write_json
+from pipeline.core.manifest import ManifestError, ShardRow, read_manifest
+from pipeline.core.model_card import DecodeSettings, ModelCard
+from pipeline.infra import tracking
+from pipeline.model import build_classifier, build_frame_baseline, pyfunc
+from pipeline.train import dataset
+from pipeline.train.callbacks import MONITOR, read_history, training_callbacks
+from pipeline.train.devices import (
+    ClusterTask,
+    cluster_task,
+    finish_together,
+    make_strategy,
+    use_mixed_precision,
+)
+from pipeline.train.losses import compile_model
 
 log = logging.getLogger(__name__)
 
@@ -69,160 +76,22 @@ def split_rows(rows: list[ShardRow], split: str, manifest: Path) -> list[ShardRo
     return chosen
 
 
-def decode_settings(config: Config, rows: list[ShardRow]) -> dict:
+def decode_settings(config: Config, rows: list[ShardRow]) -> DecodeSettings:
     """The sampling the model is trained on; predict must decode videos exactly so."""
-    decode = config.decode
-    settings = {
-        "fps": decode.fps,
-        "height": decode.height,
-        "width": decode.width,
-        "aspect": decode.aspect,
-    }
-    for row in rows:
-        if (row.fps, row.height, row.width) != (decode.fps, decode.height, decode.width):
-            raise StageError(
-                f"{row.shard}: decoded at {row.fps} fps, {row.height}x{row.width}, but the "
-                f"config says {decode.fps} fps, {decode.height}x{decode.width}: rerun decode"
-            )
+    settings = DecodeSettings.from_config(config.decode)
+    settings.check_rows(rows, "the config says", "rerun decode")
     return settings
 
 
-def genre_loss(positive_frequency: float | None) -> keras.losses.Loss:
-    """Binary cross-entropy; with a frequency, positives and negatives weigh equally overall.
-
-    Focal cross-entropy with ``gamma=0`` and class balancing is exactly BCE with weight
-    ``alpha`` on positives and ``1 - alpha`` on negatives: Keras' own pos_weight.
-    """
-    if positive_frequency is None:
-        return keras.losses.BinaryCrossentropy()
-    alpha = float(np.clip(1 - positive_frequency, 0.05, 0.95))
-    return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=alpha, gamma=0)
-
-
-def compile_model(net: keras.Model, train: TrainConfig, frequencies: np.ndarray | None) -> None:
-    net.compile(
-        optimizer=keras.optimizers.Adam(train.learning_rate),
-        loss={
-            genre: genre_loss(None if frequencies is None else frequencies[index])
-            for index, genre in enumerate(GENRES)
-        },
-        # Weighted: the padding that splits a batch evenly between replicas weighs nothing.
-        weighted_metrics={
-            genre: [
-                keras.metrics.AUC(curve="PR", name="auc_pr"),
-                keras.metrics.Precision(name="precision"),
-                keras.metrics.Recall(name="recall"),
-            ]
-            for genre in GENRES
-        },
-        jit_compile=train.jit_compile,
-    )
-
-
-class MacroAucPr(keras.callbacks.Callback):
-    """Adds ``macro_auc_pr`` and ``val_macro_auc_pr`` (the mean over genres) to the epoch logs.
-
-    It must come before the callbacks that read them: Keras hands all callbacks one dict.
-    """
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for prefix in ("", "val_"):
-            keys = [f"{prefix}{genre}_auc_pr" for genre in GENRES]
-            if logs is not None and all(key in logs for key in keys):
-                logs[f"{prefix}macro_auc_pr"] = float(np.mean([logs[key] for key in keys]))
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """A progress bar per epoch in a terminal, and one short line per epoch in any case."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.epochs, self.bar = epochs, None
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.bar = tqdm(
-            total=self.params.get("steps"),
-            desc=f"epoch {epoch + 1}/{self.epochs}",
-            unit="batch",
-            leave=False,
-            disable=None,  # off when stderr is not a terminal
-        )
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.bar.update()
-        self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}")
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.bar.close()
-        logs = logs or {}
-        log.info(
-            "epoch %d/%d: loss %.4f, val_loss %.4f, %s %.4f",
-            epoch + 1,
-            self.epochs,
-            logs.get("loss", float("nan")),
-            logs.get("val_loss", float("nan")),
-            MONITOR,
-            logs.get(MONITOR, float("nan")),
-        )
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-
-
-def training_callbacks(
-    train: TrainConfig, out: Path, resuming: bool, task: ClusterTask | None = None
-) -> list:
-    """Macro metric, early stopping, best weights, history, MLflow, and resume-on-rerun.
-
-    A worker of a cluster (``task``) keeps no backup to resume from; one that is not the chief
-    writes no history and logs nothing to MLflow either. Every worker checkpoints the best
-    weights, the others into a folder of their own: saving runs on all of them alike.
-    """
-    history = read_history(out / "history.csv") if resuming else []
-    best = max((epoch[MONITOR] for epoch in history), default=None)
-    callbacks = [
-        MacroAucPr(),
-        EpochProgress(train.epochs),
-        keras.callbacks.ModelCheckpoint(
-            out / "checkpoints" / "best.weights.h5",
-            monitor=MONITOR,
-            mode="max",
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best,
-        ),
-    ]
-    if task is None or task.is_chief:
-        callbacks += [
-            keras.callbacks.CSVLogger(out / "history.csv", append=resuming),
-            tracking.EpochMetricsLogger(),
-        ]
-    if task is None:
-        backup = out / "checkpoints" / "backup"
-        callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
-    if train.early_stopping_patience:
-        callbacks.insert(
-            1,
-            keras.callbacks.EarlyStopping(
-                monitor=MONITOR, mode="max", patience=train.early_stopping_patience
-            ),
-        )
-    return callbacks
-
-
 def export_model(
-    kind: str, config: Config, frame_shape: tuple[int, int, int], weights: list, path: Path
+    kind: str, config: Config, frame_shape: tuple[int, int, int], weights: list, card: ModelCard
 ) -> None:
-    """Save the weights in a fresh float32 build, so the file loads the same on any host."""
+    """Write the model's folder: the weights in a fresh float32 build, so the file loads the
+    same on any host, and its card."""
     keras.mixed_precision.set_global_policy("float32")
     model = BUILDERS[kind](config.model, frame_shape)
     model.set_weights(weights)
-    with atomic_path(path, keep_suffix=True) as tmp:
-        model.save(tmp)
+    model_card.write(config.paths.model(kind), card, model.save)
 
 
 def summary(history: list[dict[str, float]]) -> dict[str, float]:
@@ -300,7 +169,7 @@ def run(config: Config, model: str = "classifier") -> None:
     settings = decode_settings(config, rows[0] + rows[1])
     task = cluster_task() if train.strategy == "multi_worker" else None
     if task is None or task.is_chief:
-        tracking.require_reachable(tracking.tracking_uri(config.tracking))
+        tracking.require_reachable(tracking_uri(config.tracking))
 
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(train)
@@ -340,13 +209,6 @@ def run(config: Config, model: str = "classifier") -> None:
         finish_together(strategy)
 
 
-def finish_together(strategy: tf.distribute.Strategy) -> None:
-    """Every worker's last step, an all-reduce: no worker exits while the chief still writes
-    the model and logs it, which the chief's coordination service would report as a task
-    failed by "heartbeat timeout". A chief that fails first leaves the others with an error."""
-    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1)), axis=None)
-
-
 def fit(net: keras.Model, train: TrainConfig, data: tuple, callbacks: list) -> None:
     """``net.fit`` on ``data`` (train, val), then the best epoch's weights back into ``net``."""
     net.fit(
@@ -367,7 +229,7 @@ def train_and_record(
     net: keras.Model,
     inputs: tuple[tuple, list[ShardRow]],
     tags: dict[str, str],
-    settings: dict,
+    settings: DecodeSettings,
     task: ClusterTask | None,
 ) -> None:
     """Fit in an MLflow run, then write the model, its card, the metrics and the history.
@@ -386,21 +248,24 @@ def train_and_record(
         run_id_file.write_text(mlflow_run.info.run_id)
         tracking.log_dataset(paths.manifest, train_rows, "train")
         fit(net, train, data, training_callbacks(train, out, resuming, task))
-        folder = paths.model(model)
-        folder.mkdir(parents=True, exist_ok=True)
-        export_model(model, config, frame_shape, net.get_weights(), folder / "model.keras")
-        card = {
-            "model": model,
-            "cell": config.model.cell if model == "classifier" else None,
-            "genres": list(GENRES),
-            "frame_shape": list(frame_shape),
-            "decode": settings,
-            "mlflow_run_id": mlflow_run.info.run_id,
-        }
-        write_json(folder / "model.json", card)
+        card = ModelCard(
+            model=model,
+            cell=config.model.cell if model == "classifier" else None,
+            genres=GENRES,
+            frame_shape=frame_shape,
+            decode=settings,
+            mlflow_run_id=mlflow_run.info.run_id,
+        )
+        export_model(model, config, frame_shape, net.get_weights(), card)
         write_json(paths.metrics(f"train_{model}"), summary(read_history(out / "history.csv")))
-        example = example_clip(train_rows, paths.shards)
-        tracking.log_model(folder / "model.keras", frame_shape, settings, example)
+        tracking.log_model(
+            model_card.network_file(paths.model(model)),
+            frame_shape,
+            dataclasses.asdict(settings),
+            example_clip(train_rows, paths.shards),
+            python_model=pyfunc.__file__,
+            keras_artifact=pyfunc.KERAS_ARTIFACT,
+        )
         tracking.log_artifacts([paths.validate_report, paths.schema], "validate")
     shutil.rmtree(out / "checkpoints")
 

@@ -1,0 +1,134 @@
+"""The trained model's folder, ``models/<model>/``: the network and its card.
+
+- ``model.keras``: the Keras network, float32, loadable on any host
+  (:func:`pipeline.model.load_network`).
+- ``model.json``: the card (:class:`ModelCard`): which model it is, its genres and frame shape,
+  the decode settings it was trained on (predict samples every video exactly so) and the MLflow
+  run that trained it.
+
+Train writes the folder through :func:`write`; evaluate and predict read it through :func:`read`;
+no other module names these files. :meth:`DecodeSettings.check_rows` is the one check that shards
+were decoded as a model (or the config) expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.core.config import DecodeConfig
+from pipeline.core.errors import StageError
+from pipeline.core.io import atomic_path, write_json
+from pipeline.core.manifest import ShardRow
+
+NETWORK_FILE = "model.keras"
+CARD_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How the model's training videos were sampled; predict samples every video exactly so."""
+
+    fps: float
+    height: int
+    width: int
+    aspect: Literal["letterbox", "crop"]
+
+    @classmethod
+    def from_config(cls, decode: DecodeConfig) -> DecodeSettings:
+        return cls(decode.fps, decode.height, decode.width, decode.aspect)
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any], source: str) -> DecodeSettings:
+        try:
+            return cls(
+                float(settings["fps"]),
+                int(settings["height"]),
+                int(settings["width"]),
+                settings["aspect"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageError(f"{source}: no usable decode settings ({exc!r})") from None
+
+    def check_rows(self, rows: Iterable[ShardRow], expected_by: str, remedy: str) -> None:
+        """StageError at the first shard decoded otherwise, e.g. ``expected_by="the config
+        says"``, ``remedy="rerun decode"``."""
+        for row in rows:
+            if (row.fps, row.height, row.width) != (self.fps, self.height, self.width):
+                raise StageError(
+                    f"{row.shard}: decoded at {row.fps} fps, {row.height}x{row.width}, but "
+                    f"{expected_by} {self.fps} fps, {self.height}x{self.width}: {remedy}"
+                )
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """``model.json``: what a trained network is and what it was trained on."""
+
+    model: str
+    cell: str | None
+    genres: tuple[str, ...]
+    frame_shape: tuple[int, int, int]
+    decode: DecodeSettings
+    mlflow_run_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        card = dataclasses.asdict(self)
+        return card | {"genres": list(self.genres), "frame_shape": list(self.frame_shape)}
+
+    @classmethod
+    def from_dict(cls, card: Mapping[str, Any], source: str) -> ModelCard:
+        try:
+            return cls(
+                model=card["model"],
+                cell=card["cell"],
+                genres=tuple(card["genres"]),
+                frame_shape=tuple(card["frame_shape"]),
+                decode=DecodeSettings.from_dict(card["decode"], source),
+                mlflow_run_id=card["mlflow_run_id"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise StageError(f"{source}: not a model card ({exc!r} missing or wrong)") from None
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model folder as read: where its network is, and its card."""
+
+    network_file: Path
+    card: ModelCard
+
+
+def network_file(folder: Path) -> Path:
+    return folder / NETWORK_FILE
+
+
+def write(folder: Path, card: ModelCard, save_network: Callable[[Path], None]) -> None:
+    """Write the network (``save_network(path)``, into a temporary ``.keras`` path renamed into
+    place) and then its card, so a folder with a card always has its network."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(network_file(folder), keep_suffix=True) as tmp:
+        save_network(tmp)
+    write_json(folder / CARD_FILE, card.to_dict())
+
+
+def read(path: Path) -> TrainedModel:
+    """The trained model at ``path``: its folder, or the network file in one (the card beside
+    it). StageError, one line naming the path, when either file is missing or unreadable."""
+    network = path if path.suffix == Path(NETWORK_FILE).suffix else network_file(path)
+    card_path = network.with_name(CARD_FILE)
+    if not network.is_file() or not card_path.is_file():
+        folder = network.parent
+        raise StageError(
+            f"{path}: no trained model ({NETWORK_FILE} and {CARD_FILE}; run "
+            f"`trailers train --model {folder.name}`)"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageError(f"{card_path}: cannot read the model card ({exc})") from None
+    return TrainedModel(network, ModelCard.from_dict(card, str(card_path)))

@@ -1,0 +1,65 @@
+"""The model predict runs and the decode settings it was trained on, from wherever it lives.
+
+``--model`` names a model folder (``models/<name>``) or the network file in one, read through
+:mod:`pipeline.core.model_card`, or an MLflow model URI (``runs:/<id>/model``,
+``models:/<name>@<alias>``, ``models:/m-<id>``) in the config's tracking store, whose metadata
+holds the decode settings. The logged model's ``.keras`` file is downloaded and loaded with this
+process's own :mod:`pipeline.model`, never through ``mlflow.pyfunc.load_model``: that would put
+the model's copy of the ``pipeline`` package first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from pipeline.core import model_card
+from pipeline.core.config import Config, tracking_uri
+from pipeline.core.errors import StageError
+from pipeline.core.model_card import DecodeSettings
+from pipeline.model import load_network
+
+URI_SCHEMES = ("runs:/", "models:/")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    network: keras.Model
+    decode: DecodeSettings
+    source: str
+    """What ``--model`` named (or the default folder's network file), as written in each
+    video's JSON."""
+
+
+def load(reference: str | None, config: Config) -> LoadedModel:
+    """The model ``reference`` names (None: the trained classifier of ``config.paths``)."""
+    if reference is not None and reference.startswith(URI_SCHEMES):
+        return _from_mlflow(reference, tracking_uri(config.tracking))
+    trained = model_card.read(Path(reference) if reference else config.paths.model("classifier"))
+    network = load_network(trained.network_file)
+    return LoadedModel(network, trained.card.decode, str(trained.network_file))
+
+
+def _from_mlflow(uri: str, store: str) -> LoadedModel:
+    import mlflow  # imported here: a model file needs none of MLflow's start-up
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(store)
+    try:
+        info = mlflow.models.get_model_info(uri)
+        with tempfile.TemporaryDirectory(prefix="trailers-model-") as folder:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+            files = sorted(local.glob(f"artifacts/*{model_card.network_file(Path()).suffix}"))
+            if len(files) != 1:
+                raise StageError(f"{uri}: expected one .keras file in the logged model")
+            network = load_network(files[0])
+    except MlflowException as exc:
+        first_line = str(exc.message).strip().splitlines()[0]
+        raise StageError(
+            f"{uri}: cannot load from the MLflow store {store}: {first_line}"
+        ) from None
+    decode = DecodeSettings.from_dict((info.metadata or {}).get("decode") or {}, uri)
+    return LoadedModel(network, decode, uri)

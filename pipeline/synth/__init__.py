@@ -1,0 +1,1 @@
+"""``trailers synth``: the built-in demo corpus (:mod:`pipeline.synth.run`)."""
