@@ -165,6 +165,8 @@ def test_cell_config_round_trips(cell_class):
         ({"padding": "causal"}, "padding='causal'"),
         ({"kernel_size": 0}, "kernel_size must be a positive int"),
         ({"strides": 2, "dilation_rate": 2}, "strides=(2, 2), dilation_rate=(2, 2)"),
+        ({"dropout": 1.0}, "dropout=1.0"),
+        ({"recurrent_dropout": -0.1}, "recurrent_dropout=-0.1"),
     ],
 )
 def test_bad_arguments_quote_the_value(kwargs, message):

@@ -140,3 +140,26 @@ def test_motion_input_difference_feeds_the_recurrent_model_only():
     assert difference.output.shape[difference.channel_axis] == 2 * FRAME[0]
     baseline = build_frame_baseline(config, FRAME)
     assert "frame_difference" not in [layer.name for layer in baseline.layers]
+
+
+def test_cell_regularization_from_the_model_section_reaches_every_recurrent_layer(tmp_path):
+    config = MODEL.model_copy(
+        update={"cell_dropout": 0.2, "cell_recurrent_dropout": 0.3, "cell_l2": 1e-3}
+    )
+    keras.utils.set_random_seed(0)
+    model = build_classifier(config, FRAME)
+    cells = [layer.cell for layer in model._flatten_layers() if hasattr(layer, "cell")]
+    recurrent = [cell for cell in cells if hasattr(cell, "recurrent_kernel")]
+    assert recurrent and all(
+        (cell.dropout, cell.recurrent_dropout) == (0.2, 0.3) for cell in recurrent
+    )
+    assert len(model.losses) == 2 * len(recurrent)  # kernel and recurrent kernel, each
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+    model.train_on_batch(frames(), labels())
+    model.save(tmp_path / "regularised.keras")
+    loaded = keras.saving.load_model(tmp_path / "regularised.keras")
+    np.testing.assert_allclose(
+        stacked(loaded.predict(frames(), verbose=0)),
+        stacked(model.predict(frames(), verbose=0)),
+        atol=1e-6,
+    )

@@ -62,6 +62,66 @@ def test_convlstm_matches_keras_backwards():
     assert max_diff(ours(x), reference(x)) <= TOLERANCE
 
 
+@pytest.mark.parametrize("compute_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_dropout_draws_keras_masks_from_the_same_seed(data_format, compute_format):
+    """Keras' variational dropout: one mask per gate for the inputs and one for the hidden
+    state, drawn once per call; the same seed gives Keras' masks, so the same outputs."""
+    rates = {"dropout": 0.3, "recurrent_dropout": 0.4, "seed": 7}
+    x, reference, ours = keras_twin(
+        data_format, compute_format, padding="same", return_sequences=True, **rates
+    )
+    ours(x)  # keras_twin called the reference once, and every call draws masks: so must ours
+    trained = ours(x, training=True)
+    assert max_diff(trained, reference(x, training=True)) <= TOLERANCE
+    assert max_diff(ours(x), reference(x)) <= TOLERANCE  # inference: no dropout
+    assert max_diff(trained, ours(x)) > 0.01
+    assert max_diff(ours(x, training=True), trained) > 0.01  # new masks every call
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+def test_dropout_in_our_layer_equals_the_cell_in_a_stock_rnn(layer_class):
+    rates = {"dropout": 0.25, "recurrent_dropout": 0.25, "seed": 3, "padding": "same"}
+    x = sequences()
+    ours = layer_class(FILTERS, 3, return_sequences=True, **rates)
+    ours.build(x.shape)
+    stock = keras.layers.RNN(layer_class.cell_class(FILTERS, 3, **rates), return_sequences=True)
+    stock.build(x.shape)
+    stock.set_weights(ours.get_weights())
+    assert max_diff(ours(x, training=True), stock(x, training=True)) <= TOLERANCE
+
+
+def test_no_dropout_means_no_seed_generator_and_the_same_weights():
+    """A model saved before dropout existed loads into today's layers: no extra variable."""
+    plain = ConvLSTM(FILTERS, 3)
+    plain.build(sequences().shape)
+    assert not hasattr(plain.cell, "seed_generator")
+    assert [v.path for v in plain.variables] == [v.path for v in plain.weights]
+
+
+def test_regularizers_and_constraints_act_as_in_keras():
+    """The same penalties in ``losses``, and after one SGD step the same constrained weights."""
+    arguments = {
+        "kernel_regularizer": keras.regularizers.L2(0.01),
+        "recurrent_regularizer": keras.regularizers.L1(0.02),
+        "bias_regularizer": keras.regularizers.L2(0.03),
+        "kernel_constraint": keras.constraints.MaxNorm(0.5),
+        "recurrent_constraint": keras.constraints.NonNeg(),
+        "bias_constraint": keras.constraints.MinMaxNorm(0.0, 0.9),
+    }
+    x, reference, ours = keras_twin("channels_last", padding="same", **arguments)
+    assert len(ours.losses) == len(reference.losses) == 3
+    for actual, expected in zip(ours.losses, reference.losses, strict=True):
+        assert max_diff(actual, expected) <= TOLERANCE
+    for layer in (reference, ours):
+        model = keras.Sequential([layer])
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+        model.train_on_batch(x, np.ones_like(np.asarray(reference(x))))
+    for actual, expected in zip(ours.get_weights(), reference.get_weights(), strict=True):
+        assert max_diff(actual, expected) <= TOLERANCE
+    assert (ours.get_weights()[1] >= 0).all()  # NonNeg held
+
+
 @pytest.mark.parametrize("layer_class", LAYERS)
 def test_chunks_with_initial_state_equal_the_whole_run(layer_class):
     x = sequences()
@@ -135,6 +195,15 @@ def test_config_holds_every_argument():
         recurrent_activation="hard_sigmoid",
         use_bias=False,
         unit_forget_bias=False,
+        kernel_regularizer="l2",
+        recurrent_regularizer=keras.regularizers.L1(0.1),
+        bias_regularizer="l1",
+        kernel_constraint="max_norm",
+        recurrent_constraint="non_neg",
+        bias_constraint=keras.constraints.MinMaxNorm(0.0, 2.0),
+        dropout=0.1,
+        recurrent_dropout=0.2,
+        seed=5,
         compute_format="channels_first",
         peephole_initializer="ones",
         return_sequences=True,
@@ -151,6 +220,9 @@ def test_config_holds_every_argument():
         "channels_last",
         "channels_first",
     )
+    assert (rebuilt.dropout, rebuilt.recurrent_dropout, rebuilt.seed) == (0.1, 0.2, 5)
+    assert isinstance(rebuilt.recurrent_constraint, keras.constraints.NonNeg)
+    assert rebuilt.recurrent_regularizer.get_config() == pytest.approx({"l1": 0.1})
     assert not ({"cell", "unroll"} & config.keys())
 
 

@@ -332,6 +332,13 @@ class ModelConfig(_Section):
     motion_input: Literal["none", "difference"] = "none"
     """``difference``: the recurrent model also sees each frame minus the previous one, stacked
     on its channels (the per-frame baseline never does)."""
+    cell_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """The recurrent cells' input dropout, as ``keras.layers.ConvLSTM2D``'s ``dropout``: one mask
+    per gate and window, the same at every step, drawn from the run's seed."""
+    cell_recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """The recurrent cells' dropout on the hidden state (``ConvLSTM2D``'s ``recurrent_dropout``)."""
+    cell_l2: float = Field(0.0, ge=0.0)
+    """L2 penalty on the recurrent cells' kernels and recurrent kernels (0: none)."""
 
     _sizes = field_validator("trunk_filters", "dense_units")(_positive_items)
 

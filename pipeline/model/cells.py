@@ -22,7 +22,12 @@ from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
-from keras import activations, initializers, ops
+from keras import activations, constraints, initializers, ops, regularizers
+
+# Not public in Keras 3, but the only way to the dropout Keras' own ConvLSTM2D has: keras.layers.RNN
+# draws a DropoutRNNCell's masks once per call (one per gate, the same at every step) and clears
+# them after, which is what lets a cell run with dropout in a stock RNN.
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 __all__ = [
     "ConvLSTMCell",
@@ -114,7 +119,7 @@ def _conv_length(size: int, kernel: int, stride: int, dilation: int, padding: st
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class ConvLSTMCell(keras.layers.Layer):
+class ConvLSTMCell(keras.layers.Layer, DropoutRNNCell):
     """The ConvLSTM cell of Shi et al. 2015 without peepholes: ``keras.layers.ConvLSTM2D``'s maths.
 
     ``i, f, o = recurrent_activation(.)``, ``c_t = f * c_{t-1} + i * activation(.)``,
@@ -132,7 +137,15 @@ class ConvLSTMCell(keras.layers.Layer):
             model should hold) picks per host when the cell is built
             (:func:`resolve_compute_format`).
         activation, recurrent_activation, use_bias, kernel_initializer, recurrent_initializer,
-        bias_initializer, unit_forget_bias: as in ``keras.layers.ConvLSTM2D``.
+        bias_initializer, unit_forget_bias, kernel_regularizer, recurrent_regularizer,
+        bias_regularizer, kernel_constraint, recurrent_constraint, bias_constraint: as in
+            ``keras.layers.ConvLSTM2D``.
+        dropout, recurrent_dropout, seed: as in ``keras.layers.ConvLSTM2D``: in training, each
+            gate's input (``dropout``) and previous hidden state (``recurrent_dropout``) is
+            multiplied by a mask of its own, drawn once per sequence from ``seed``, in the same
+            order and shapes as Keras draws them (so the same seed gives Keras' masks). The seed
+            generator exists only when a rate is above 0: a cell without dropout has exactly the
+            weights it had before these arguments existed.
     """
 
     def __init__(
@@ -150,6 +163,15 @@ class ConvLSTMCell(keras.layers.Layer):
         recurrent_initializer="orthogonal",
         bias_initializer="zeros",
         unit_forget_bias: bool = True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        seed: int | None = None,
         compute_format: str | None = None,
         **kwargs,
     ):
@@ -180,6 +202,21 @@ class ConvLSTMCell(keras.layers.Layer):
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.unit_forget_bias = unit_forget_bias
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), received: {name}={rate!r}")
+        self.dropout = float(dropout)
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.seed = seed
+        if self.dropout or self.recurrent_dropout:
+            self.seed_generator = keras.random.SeedGenerator(seed)
+        self.dropout_mask_count = 4  # one mask per gate: i, f, c, o
         self.state_size = [filters, filters]
 
     @property
@@ -221,17 +258,25 @@ class ConvLSTMCell(keras.layers.Layer):
         self.kernel = self.add_weight(
             shape=self.kernel_size + (channels, gates),
             initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
             name="kernel",
         )
         self.recurrent_kernel = self.add_weight(
             shape=self.kernel_size + (self.filters, gates),
             initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
             name="recurrent_kernel",
         )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                shape=(gates,), initializer=self._gate_bias_initializer, name="bias"
+                shape=(gates,),
+                initializer=self._gate_bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
             )
 
     def _gate_bias_initializer(self, shape, dtype=None):
@@ -251,53 +296,96 @@ class ConvLSTMCell(keras.layers.Layer):
         """Channel axis of a ``(batch, ...)`` frame tensor in the compute layout."""
         return 1 if self.compute_layout == "channels_first" else -1
 
-    def project_inputs(self, frames):
+    def gate_split(self) -> list[int]:
+        """Where the fused kernels' last axis splits into the i, f, c and o gates."""
+        return list(itertools.accumulate(self.gate_sizes()))[:-1]
+
+    def project_inputs(self, frames, masks=None):
         """Input-to-gate maps plus bias for many frames at once, ``(n, ...)`` in the compute layout.
 
         The layer passes every step of every sequence as one batch: this is the one big
-        convolution that Keras' cell instead runs once per step.
+        convolution that Keras' cell instead runs once per step. With dropout ``masks`` (one per
+        gate, each broadcastable to ``frames``), each gate convolves its own masked frames.
         """
-        gates = ops.conv(
-            frames,
-            self.kernel,
-            strides=self.strides,
-            padding=self.padding,
-            data_format=self.compute_layout,
-            dilation_rate=self.dilation_rate,
-        )
+
+        def conv(inputs, kernel):
+            return ops.conv(
+                inputs,
+                kernel,
+                strides=self.strides,
+                padding=self.padding,
+                data_format=self.compute_layout,
+                dilation_rate=self.dilation_rate,
+            )
+
+        if masks is None:
+            gates = conv(frames, self.kernel)
+        else:
+            kernels = ops.split(self.kernel, self.gate_split(), axis=-1)
+            gates = ops.concatenate(
+                [conv(frames * mask, kernel) for mask, kernel in zip(masks, kernels, strict=True)],
+                axis=self.channel_axis,
+            )
         if self.bias is None:
             return gates
         # bias_add, not "+": its gradient fuses into the filter gradient (one pass, not two).
         layout = "NCHW" if self.compute_layout == "channels_first" else "NHWC"
         return tf.nn.bias_add(gates, self.bias, data_format=layout)
 
-    def recurrent_conv(self, hidden):
-        return ops.conv(
-            hidden, self.recurrent_kernel, padding="same", data_format=self.compute_layout
+    def recurrent_conv(self, hidden, masks=None):
+        """The hidden state's maps to the gates; with dropout ``masks``, one masked copy of the
+        state per gate."""
+        if masks is None:
+            return ops.conv(
+                hidden, self.recurrent_kernel, padding="same", data_format=self.compute_layout
+            )
+        kernels = ops.split(self.recurrent_kernel, self.gate_split(), axis=-1)
+        return ops.concatenate(
+            [
+                ops.conv(hidden * mask, kernel, padding="same", data_format=self.compute_layout)
+                for mask, kernel in zip(masks, kernels, strict=True)
+            ],
+            axis=self.channel_axis,
         )
+
+    def input_masks(self, step_input, training: bool):
+        """This sequence's input dropout masks in the compute layout, or None (``step_input``: a
+        step's inputs in ``data_format``, the shape Keras draws them in)."""
+        if not (training and self.dropout):
+            return None
+        masks = self.get_dropout_mask(step_input)
+        return [relayout(mask, self.data_format, self.compute_layout) for mask in masks]
+
+    def recurrent_masks(self, hidden, training: bool):
+        """This sequence's recurrent dropout masks in the compute layout, or None (``hidden``:
+        the hidden state in ``data_format``)."""
+        if not (training and self.recurrent_dropout):
+            return None
+        masks = self.get_recurrent_dropout_mask(hidden)
+        return [relayout(mask, self.data_format, self.compute_layout) for mask in masks]
 
     def peephole(self, gate_input, cell_state, weight):
         """Hook for peephole cells: the plain ConvLSTM has none."""
         return gate_input
 
-    def lstm_update(self, gate_inputs, states):
+    def lstm_update(self, gate_inputs, states, recurrent_masks=None):
         """One step's gates: ``(o_t, c_t)`` from input-to-gate maps and ``[h_{t-1}, c_{t-1}]``."""
         hidden, carry = states
-        z = gate_inputs + self.recurrent_conv(hidden)
-        boundaries = list(itertools.accumulate(self.gate_sizes()))[:-1]
-        z_i, z_f, z_c, z_o = ops.split(z, boundaries, axis=self.channel_axis)
+        z = gate_inputs + self.recurrent_conv(hidden, recurrent_masks)
+        z_i, z_f, z_c, z_o = ops.split(z, self.gate_split(), axis=self.channel_axis)
         i = self.recurrent_activation(self.peephole(z_i, carry, "input_peephole"))
         f = self.recurrent_activation(self.peephole(z_f, carry, "forget_peephole"))
         carry = f * carry + i * self.activation(z_c)
         o = self.recurrent_activation(self.peephole(z_o, carry, "output_peephole"))
         return o, carry
 
-    def step(self, gate_inputs, states, training=False):
+    def step(self, gate_inputs, states, training=False, recurrent_masks=None):
         """The recurrent part of one step, all in the compute layout: ``(h_t, [h_t, c_t])``.
 
-        ``gate_inputs`` is this step's slice of :meth:`project_inputs`.
+        ``gate_inputs`` is this step's slice of :meth:`project_inputs`; ``recurrent_masks``,
+        :meth:`recurrent_masks`' for the sequence.
         """
-        o, carry = self.lstm_update(gate_inputs, states)
+        o, carry = self.lstm_update(gate_inputs, states, recurrent_masks)
         hidden = o * self.activation(carry)
         return hidden, [hidden, carry]
 
@@ -305,9 +393,11 @@ class ConvLSTMCell(keras.layers.Layer):
         """One complete step on raw ``inputs`` ``(batch, ...)``, inputs and states in
         ``data_format``, as ``keras.layers.RNN`` calls a cell: ``(output, new_states)``."""
         outside, inside = self.data_format, self.compute_layout
-        gates = self.project_inputs(relayout(inputs, outside, inside))
+        masks = self.input_masks(inputs, training)
+        recurrent_masks = self.recurrent_masks(states[0], training)
+        gates = self.project_inputs(relayout(inputs, outside, inside), masks)
         states = [relayout(state, outside, inside) for state in states]
-        output, states = self.step(gates, states, training=training)
+        output, states = self.step(gates, states, training, recurrent_masks)
         return relayout(output, inside, outside), [
             relayout(state, inside, outside) for state in states
         ]
@@ -344,6 +434,15 @@ class ConvLSTMCell(keras.layers.Layer):
             "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
             "bias_initializer": initializers.serialize(self.bias_initializer),
             "unit_forget_bias": self.unit_forget_bias,
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": self.seed,
             "compute_format": self.compute_format,
         }
 
@@ -509,8 +608,8 @@ class STConvLSTMCell(ConvLSTMCell):
         channels = self.input_dim + self.filters
         self.refine.build((None, *self.frame_shape(channels, self.compute_layout)))
 
-    def step(self, gate_inputs, states, training=False):
-        o, carry = self.lstm_update(gate_inputs, states)
+    def step(self, gate_inputs, states, training=False, recurrent_masks=None):
+        o, carry = self.lstm_update(gate_inputs, states, recurrent_masks)
         joined = ops.concatenate([o, self.activation(carry)], axis=self.channel_axis)
         state, output = self.refine(joined, training=training)
         return output, [state, carry]

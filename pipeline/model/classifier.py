@@ -116,6 +116,13 @@ def _frames_input(frames_shape, batch_size: int | None, compute_format: str, fra
 
 def _recurrent_block(model_config: ModelConfig, layout: str, stateful: bool) -> Block:
     layer = CELLS[model_config.cell]
+    l2 = keras.regularizers.L2(model_config.cell_l2) if model_config.cell_l2 else None
+    regularization = {
+        "dropout": model_config.cell_dropout,
+        "recurrent_dropout": model_config.cell_recurrent_dropout,
+        "kernel_regularizer": l2,
+        "recurrent_regularizer": l2,
+    }
 
     def recurrent(filters: int, name: str) -> keras.layers.Layer:
         # ST-CLSTM's output head is as wide as its state here (1 channel in the article).
@@ -129,6 +136,7 @@ def _recurrent_block(model_config: ModelConfig, layout: str, stateful: bool) -> 
             return_sequences=True,
             stateful=stateful,
             name=name,
+            **regularization,
             **extra,
         )
 

@@ -13,7 +13,7 @@ two deliberate ways, both for speed:
   states once back; nothing is transposed per step.
 
 The loop is ``tf.while_loop`` over ``tf.TensorArray``: these layers need the TensorFlow
-backend. Masks, dropout and ``unroll`` are not supported.
+backend. Masks and ``unroll`` are not supported; dropout is Keras' (see the cells).
 """
 
 from __future__ import annotations
@@ -116,6 +116,15 @@ class ConvRNN2D(keras.layers.RNN):
     activation = _cell_attribute("activation")
     recurrent_activation = _cell_attribute("recurrent_activation")
     use_bias = _cell_attribute("use_bias")
+    kernel_regularizer = _cell_attribute("kernel_regularizer")
+    recurrent_regularizer = _cell_attribute("recurrent_regularizer")
+    bias_regularizer = _cell_attribute("bias_regularizer")
+    kernel_constraint = _cell_attribute("kernel_constraint")
+    recurrent_constraint = _cell_attribute("recurrent_constraint")
+    bias_constraint = _cell_attribute("bias_constraint")
+    dropout = _cell_attribute("dropout")
+    recurrent_dropout = _cell_attribute("recurrent_dropout")
+    seed = _cell_attribute("seed")
 
     def __init__(
         self,
@@ -173,10 +182,14 @@ class ConvRNN2D(keras.layers.RNN):
         if self.go_backwards:
             frames = tf.reverse(frames, [0])
         steps, batch = tf.unstack(tf.shape(frames)[:2])
-        gates = cell.project_inputs(tf.reshape(frames, (-1, *frames.shape[2:])))
+        masks = cell.input_masks(sequences[:, 0], training)
+        if masks is not None:  # each sequence's masks at all its steps (time-major rows)
+            masks = [tf.tile(mask, [steps, 1, 1, 1]) for mask in masks]
+        recurrent_masks = cell.recurrent_masks(initial_state[0], training)
+        gates = cell.project_inputs(tf.reshape(frames, (-1, *frames.shape[2:])), masks)
         gates = tf.reshape(gates, [steps, batch, *gates.shape[1:]])
         last, outputs, states = _run_steps(
-            lambda inputs, states: cell.step(inputs, states, training=training),
+            lambda inputs, states: cell.step(inputs, states, training, recurrent_masks),
             gates,
             [relayout(state, outside, inside) for state in initial_state],
             cell.zero_output(batch),
