@@ -18,7 +18,7 @@ import pytest
 from av.video.reformatter import VideoReformatter
 from helpers import DEMO_CONFIG, SMOKE_CONFIG, smoke_config
 
-from pipeline import GENRES, SPLITS, synth
+from pipeline import GENRES, SPLITS
 from pipeline.core.annotations import labelled_trailers
 from pipeline.core.config import PathsConfig, load_config
 from pipeline.core.errors import StageError
@@ -31,6 +31,7 @@ from pipeline.synth.run import (
     missing_genres,
     plan_corpus,
     render,
+    run,
     seconds_text,
 )
 
@@ -301,7 +302,7 @@ def many_shots(tmp_path_factory) -> list:
         "synth.shot_s=[0.4, 0.6]",
         "synth.second_genre_prob=0.0",
     )
-    synth.run(config)
+    run(config)
     return corpus_features(config.paths)
 
 
