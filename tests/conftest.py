@@ -1,9 +1,15 @@
-"""Shared fixtures: the smoke corpus, generated once per test session by the real synth stage."""
+"""Shared fixtures: the smoke corpus, generated once per test run by the real stages.
+
+Under ``pytest -n`` (``make test``) each xdist worker is a process with its own session, so the
+corpora are built once per *run* instead (:func:`built_once`): the first worker to ask builds,
+the others wait on a file lock and read the same folder. Tests read them, or copy them first.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Before any test imports TensorFlow: on CPUs without AVX-512 TensorFlow leaves oneDNN off and
@@ -12,46 +18,90 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import pytest  # noqa: E402
 from dask_cluster import dask_cluster
-from helpers import copy_corpus, path_overrides, smoke_config, tracked_paths, trailers
+from filelock import FileLock
+from helpers import (
+    TRAINED_EPOCHS,
+    copy_corpus,
+    path_overrides,
+    smoke_config,
+    tracked_paths,
+    trailers,
+)
 
 from pipeline.core.config import Config
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``<run's temp root>/name``, made by ``build(folder)`` once per test run, whichever xdist
+    worker (or the one process) asks first; the others block on a file lock until it is done."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' basetemps share this folder, unique to the run
+    folder = root / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def run_stages(root: Path, *stages: tuple[str, ...]) -> None:
+    for stage, *args in stages:
+        result = trailers(stage, *args, cwd=root)
+        assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")
 def smoke_corpus(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """``trailers synth`` on configs/smoke.yaml; the corpus lies under ``config.paths.data``.
 
-    Shared by every test of the session: read it, or copy ``config.paths.data`` before
-    changing anything in it.
+    Shared by every test of the run: read it, or copy ``config.paths.data`` before changing
+    anything in it.
     """
-    root = tmp_path_factory.mktemp("smoke")
-    config = smoke_config(root)
-    # Through the CLI in its own process, as `trailers synth` runs for users and DVC.
-    result = trailers("synth", f"paths.data_dir={config.paths.data}", cwd=root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return config
+
+    def build(root: Path) -> None:  # through the CLI, as `trailers synth` runs for users and DVC
+        run_stages(root, ("synth", f"paths.data_dir={smoke_config(root).paths.data}"))
+
+    return smoke_config(built_once(tmp_path_factory, "smoke", build))
 
 
 @pytest.fixture(scope="session")
 def validated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke corpus through ``trailers synth``, ``decode`` and ``validate``, all under the
     returned folder (``data/``, ``outputs/``). Shared: train in a ``copy_corpus`` of it."""
-    root = tmp_path_factory.mktemp("validated")
-    for stage in ("synth", "decode", "validate"):
-        result = trailers(stage, *path_overrides(root), cwd=root)
-        assert result.returncode == 0, result.stderr[-3000:]
-    return root
+
+    def build(root: Path) -> None:
+        run_stages(
+            root, *((stage, *path_overrides(root)) for stage in ("synth", "decode", "validate"))
+        )
+
+    return built_once(tmp_path_factory, "validated", build)
 
 
 @pytest.fixture(scope="session")
 def trained_corpus(validated_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the validated corpus with both models trained by ``trailers train`` (2 smoke
-    epochs each), MLflow's store at ``<root>/mlflow.db``. Shared: read it, or copy it."""
-    root = copy_corpus(validated_corpus, tmp_path_factory.mktemp("trained"))
-    for model in ("classifier", "baseline"):
-        result = trailers("train", f"--model={model}", *tracked_paths(root), cwd=root)
-        assert result.returncode == 0, result.stderr[-3000:]
-    return root
+    """A copy of the validated corpus with both models trained by ``trailers train``
+    (:data:`TRAINED_EPOCHS` smoke epochs each), MLflow's store at ``<root>/mlflow.db``.
+    Shared: read it, or copy it."""
+
+    def build(root: Path) -> None:
+        copy_corpus(validated_corpus, root)
+        run_stages(
+            root,
+            *(
+                (
+                    "train",
+                    f"--model={model}",
+                    f"train.epochs={TRAINED_EPOCHS}",
+                    *tracked_paths(root),
+                )
+                for model in ("classifier", "baseline")
+            ),
+        )
+
+    return built_once(tmp_path_factory, "trained", build)
 
 
 @pytest.fixture(scope="session")

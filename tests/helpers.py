@@ -14,6 +14,10 @@ DEMO_CONFIG = ROOT / "configs" / "pipeline.yaml"
 SMOKE_CONFIG = ROOT / "configs" / "smoke.yaml"
 COMMITTED_SCHEMA = ROOT / "configs" / "schema.pbtxt"
 
+TRAINED_EPOCHS = 4
+"""The session's models train this long: enough for the loss to fall (test_train_run checks it),
+not to learn the smoke corpus, which is too small to (see test_evaluate's learning test)."""
+
 
 def smoke_config(root: Path, *overrides: str) -> Config:
     """The smoke config with data, outputs and metrics under ``root`` (the committed schema

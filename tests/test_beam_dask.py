@@ -16,6 +16,9 @@ from helpers import COMMITTED_SCHEMA, trailers
 from pipeline.core.config import BeamConfig
 from pipeline.infra.beam import new_pipeline
 
+pytestmark = pytest.mark.xdist_group("dask")
+"""One Dask cluster per run: every test that needs one runs in one xdist worker."""
+
 SCHEMA = f"paths.schema_file={COMMITTED_SCHEMA}"
 INPUTS = ("videos", "annotations.csv", "splits.csv")
 

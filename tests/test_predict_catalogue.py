@@ -24,6 +24,9 @@ from pipeline.predict import run
 from pipeline.predict.catalogue import STATUS_DIR, catalogue_entries
 from pipeline.predict.outputs import CATALOGUE_COLUMNS, CATALOGUE_FILE, output_names
 
+pytestmark = pytest.mark.xdist_group("dask")
+"""One Dask cluster per run: every test that needs one runs in one xdist worker."""
+
 VIDEOS = ("Amélie (2001) #2.mp4", "sub dir/clip one.mp4", "plain.mp4")
 """Where the three smoke trailers go in the catalogue: accents, spaces and a subfolder."""
 BROKEN = "broken.mp4"

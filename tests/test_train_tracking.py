@@ -34,6 +34,9 @@ from pipeline.core.errors import StageError
 from pipeline.core.manifest import read_manifest
 from pipeline.infra import tracking
 
+pytestmark = pytest.mark.xdist_group("mlflow_server")
+"""One `mlflow server` per run: these tests run in one xdist worker."""
+
 SMOKE = load_config(PROJECT_ROOT / "configs" / "smoke.yaml")
 FRAME = (3, SMOKE.decode.height, SMOKE.decode.width)
 MLFLOW = Path(sys.executable).with_name("mlflow")
