@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,6 +52,17 @@ def run_stages(root: Path, *stages: tuple[str, ...]) -> None:
     for stage, *args in stages:
         result = trailers(stage, *args, cwd=root)
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(autouse=True)
+def forget_mlflow_tracking_uri() -> Iterator[None]:
+    """After each test, MLflow's process-wide tracking URI is unset again, so the next test (in
+    this xdist worker, in any order) reads ``MLFLOW_TRACKING_URI`` as a new process would. Stages
+    run in-process call ``mlflow.set_tracking_uri``; MLflow has no public way to unset it."""
+    yield
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils._tracking_uri = None
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 from helpers import copy_corpus, path_overrides, smoke_config, trailers
 
 from pipeline import GENRES
+from pipeline.core import model_card
 from pipeline.core.manifest import read_manifest
 from pipeline.evaluate.metrics import (
     RECALL_GRID,
@@ -190,22 +191,22 @@ def test_the_stage_writes_metrics_plots_pictures_and_pages(evaluated):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(
-    evaluated, monkeypatch: pytest.MonkeyPatch
+    evaluated,
 ):
     root, result = evaluated
     assert result.returncode == 0, result.stderr[-3000:]
-    # The environment, not mlflow.set_tracking_uri: a process-wide URI would outlive this test
-    # and send later tests' MLflow calls to this store.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
+    # A client of this store, not the process's tracking URI: another test in this process may
+    # have set that (mlflow.set_tracking_uri outlives the test that calls it).
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     experiment = client.get_experiment_by_name("evaluation")
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {f"evaluate-{model}" for model in MODELS}
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     for model in MODELS:
-        card = json.loads((root / "models" / model / "model.json").read_text())
+        card = model_card.read(root / "models" / model).card
         run = runs[f"evaluate-{model}"]
-        assert run.data.tags["training_run_id"] == card["mlflow_run_id"]
+        assert run.data.tags["training_run_id"] == card.mlflow_run_id
         assert run.data.metrics["test_macro_average_precision"] == pytest.approx(
             metrics[f"{model}_macro_ap"]
         )
@@ -217,9 +218,10 @@ def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(
             "evaluate/viewer",
         } <= logged
     assert "test_gain_motion_only_average_precision" in runs["evaluate-classifier"].data.metrics
-    classifier = json.loads((root / "models" / "classifier" / "model.json").read_text())
-    info = mlflow.models.get_model_info("models:/trailer-genres@champion")
-    assert info.run_id == classifier["mlflow_run_id"]
+    classifier = model_card.read(root / "models" / "classifier").card
+    assert client.get_model_version_by_alias("trailer-genres", "champion").run_id == (
+        classifier.mlflow_run_id
+    )
 
 
 @pytest.mark.slow

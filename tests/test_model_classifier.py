@@ -85,14 +85,24 @@ def test_every_cell_builds_the_same_heads(cell):
     assert [o.shape for o in outputs.values()] == [(BATCH, 3, 1)] * len(GENRES)
 
 
+MEMORY_MARGIN = 5e-4
+"""How much changing the first frame must move the classifier's outputs two or more frames later
+(measured: 1.8e-3 after the module's five training steps; exactly 0 for a ConvLSTM whose states
+are zeroed before every step, the defect this catches)."""
+
+
 def test_memory_what_time_adds_over_the_frame_baseline(trained):
-    """Changing the first frame changes later outputs of the classifier, never the baseline's."""
+    """Changing the first frame changes later outputs of the classifier, never the baseline's.
+
+    From frame 2 on: with ``motion_input: difference`` frame 1's input holds frame 0 (its
+    difference from it), so only the ConvLSTM's memory carries frame 0 further.
+    """
     x = frames()
     changed = x.copy()
     changed[:, 0] = 255 - changed[:, 0]
-    later = slice(1, None)
+    later = slice(2, None)
     recurrent = [stacked(trained.predict(v, verbose=0))[:, later] for v in (x, changed)]
-    assert np.abs(recurrent[0] - recurrent[1]).max() > 1e-6
+    assert np.abs(recurrent[0] - recurrent[1]).max() > MEMORY_MARGIN
     baseline = build_frame_baseline(MODEL, FRAME)
     per_frame = [stacked(baseline.predict(v, verbose=0))[:, later] for v in (x, changed)]
     np.testing.assert_array_equal(per_frame[0], per_frame[1])

@@ -122,31 +122,64 @@ def test_two_worker_processes_train_one_model_and_one_mlflow_run(
     assert card["mlflow_run_id"] == run.info.run_id
 
 
-TINY_FIT = """
+TINY_MODEL = """
+import keras
+
+
+def tiny_model():
+    frames = keras.Input((4, 3))
+    hidden = keras.layers.BatchNormalization(synchronized=True)(keras.layers.Dense(4)(frames))
+    model = keras.Model(frames, {"comedy": keras.layers.Dense(1, name="comedy")(hidden)})
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+def worker_data(index):  # each worker its own data: only the all-reduce joins them
+    rng = np.random.default_rng(index)
+    return rng.normal(size=(8, 4, 3)), {"comedy": rng.normal(size=(8, 4, 1))}
+"""
+
+TINY_FIT = (
+    """
 import json, os, sys
 import numpy as np
 import keras
 import tensorflow as tf
 from pipeline.train.devices import KerasMultiWorkerStrategy
-
+"""
+    + TINY_MODEL
+    + """
 strategy = KerasMultiWorkerStrategy() if sys.argv[1] == "product" else (
     tf.distribute.MultiWorkerMirroredStrategy()
 )
-index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 keras.utils.set_random_seed(0)
 with strategy.scope():
-    frames = keras.Input((4, 3))
-    hidden = keras.layers.BatchNormalization(synchronized=True)(keras.layers.Dense(4)(frames))
-    model = keras.Model(frames, {"comedy": keras.layers.Dense(1, name="comedy")(hidden)})
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-rng = np.random.default_rng(index)  # each worker its own data: only the all-reduce joins them
-x, y = rng.normal(size=(8, 4, 3)), {"comedy": rng.normal(size=(8, 4, 1))}
+    model = tiny_model()
+print("initial", json.dumps([w.tolist() for w in model.get_weights()]))
+x, y = worker_data(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
 data = strategy.distribute_datasets_from_function(
     lambda context: tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
 )
 model.fit(data, epochs=2, verbose=0)
 print("weights", json.dumps([w.tolist() for w in model.get_weights()]))
 """
+)
+
+
+def one_process_fit(initial: list) -> list[np.ndarray]:
+    """The tiny model from ``initial`` weights, fitted in this process on the union of both
+    workers' batches: global batch ``i`` is worker 0's batch ``i`` then worker 1's."""
+    scope = {"np": np}
+    exec(TINY_MODEL, scope)
+    model = scope["tiny_model"]()
+    model.set_weights([np.asarray(w, dtype=np.float32) for w in initial])
+    (x0, y0), (x1, y1) = scope["worker_data"](0), scope["worker_data"](1)
+    x = np.concatenate([np.concatenate([x0[i : i + 2], x1[i : i + 2]]) for i in (0, 2, 4, 6)])
+    y = np.concatenate(
+        [np.concatenate([y0["comedy"][i : i + 2], y1["comedy"][i : i + 2]]) for i in (0, 2, 4, 6)]
+    )
+    model.fit(x, {"comedy": y}, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    return model.get_weights()
 
 
 @pytest.mark.slow
@@ -168,11 +201,19 @@ def test_keras_fit_on_a_cluster_fails_upstream_and_trains_in_step_with_the_worka
         return
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
-    weights = [
-        json.loads(re.search("^weights (.*)$", result.stderr, re.MULTILINE)[1])
-        for result in results
-    ]
+
+    def printed(result: subprocess.CompletedProcess, name: str) -> list:
+        return json.loads(re.search(f"^{name} (.*)$", result.stderr, re.MULTILINE)[1])
+
+    weights = [printed(result, "weights") for result in results]
     assert weights[0] == weights[1]  # one synchronous model, though the workers' data differ
+    initial = printed(results[0], "initial")
+    assert all(  # every kernel and bias took steps (batch norm's gamma too)
+        not np.allclose(after, before) for after, before in zip(weights[0], initial, strict=True)
+    )
+    expected = one_process_fit(initial)
+    for after, reference in zip(weights[0], expected, strict=True):
+        np.testing.assert_allclose(after, reference, rtol=1e-5, atol=1e-6)
 
 
 def test_each_worker_reads_its_part_of_every_global_batch_and_together_all_of_them():
