@@ -46,14 +46,18 @@ def write_video(
     durations_ms: Sequence[int] | None = None,
     faststart: bool = False,
     keyframe_every: int | None = None,
+    codec: str = "libx264",
 ) -> Path:
-    """Write index-coded frames; ``durations_ms`` gives a variable frame rate (one per frame)."""
+    """Write index-coded frames; ``durations_ms`` gives a variable frame rate (one per frame).
+    The container follows ``path``'s extension (``.ts``: MPEG-TS, ``.mpg``: MPEG-PS); ``codec``
+    ``libx264`` is lossless, ``mpeg2video`` at its finest quantiser."""
     width, height = size
     count = len(durations_ms) if durations_ms is not None else frames
     options = {"movflags": "+faststart"} if faststart else {}
-    codec_options = {"crf": "0"} | ({"g": str(keyframe_every)} if keyframe_every else {})
+    codec_options = {"crf": "0"} if codec == "libx264" else {"qscale": "1"}
+    codec_options |= {"g": str(keyframe_every)} if keyframe_every else {}
     with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream("libx264", rate=rate, options=codec_options)
+        stream = container.add_stream(codec, rate=rate, options=codec_options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if durations_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)

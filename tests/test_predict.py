@@ -4,6 +4,7 @@ video out, the same timelines through an MLflow model URI, and bad videos failin
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -70,15 +71,22 @@ def predicted(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_streamed_chunks_equal_the_whole_sequence(trained_corpus: Path) -> None:
     loaded = load(str(trained_corpus / "models" / "classifier"), smoke_config(trained_corpus))
-    decode = json.loads((trained_corpus / "models" / "classifier" / "model.json").read_text())
+    decode = dataclasses.asdict(loaded.decode)
     video = smoke_video(trained_corpus)
-    _, chunks = sampled(video, decode["decode"], chunk_frames=5)
-    streamed = StreamingModel(loaded.network).timeline(prefetched(chunks))
-    _, whole_chunks = sampled(video, decode["decode"], chunk_frames=10_000)
+    _, chunks = sampled(video, decode, chunk_frames=5)
+    streaming = StreamingModel(loaded.network)
+    streamed = streaming.timeline(prefetched(chunks))
+    _, whole_chunks = sampled(video, decode, chunk_frames=10_000)
     frames = np.concatenate(list(whole_chunks))
     whole = stacked_outputs(loaded.network(frames[None], training=False))[0]
     assert streamed.shape == (len(frames), len(GENRES)) and len(frames) > 5
     assert np.abs(streamed - whole).max() <= 1e-5
+
+    # The negative control: the same chunks with the state reset between them (each its own
+    # timeline) are not the whole sequence, so carrying the state is what makes them equal.
+    _, chunks = sampled(video, decode, chunk_frames=5)
+    forgetful = np.concatenate([streaming.timeline([chunk]) for chunk in chunks])
+    assert np.abs(forgetful - whole).max() > 1e-3
 
 
 def test_a_real_video_gives_a_timeline_per_sampled_frame(predicted) -> None:
