@@ -204,6 +204,7 @@ def test_a_shard_overwritten_in_place_is_redone_and_validate_then_passes(
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_the_documented_trailer_level_example(smoke_corpus, tmp_path):
     """docs/bring_your_own: a Trailers12k-style label file, mapped onto our genres."""
     example = ROOT / "docs" / "bring_your_own"

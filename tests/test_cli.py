@@ -34,6 +34,7 @@ def test_help_says_what_a_stage_reads_and_writes(stage):
         assert str(paths.data) in result.stdout
 
 
+@pytest.mark.slow
 def test_library_noise_is_dropped_by_default_and_shown_with_v(tmp_path):
     """Validate imports TensorFlow, TFDV and Beam, then stops: no schema. By default its one
     line is all there is; -v brings back what the libraries say on import."""

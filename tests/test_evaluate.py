@@ -30,6 +30,9 @@ from pipeline.evaluate.metrics import (
 )
 from pipeline.evaluate.report import ScoredTrailer, gain, model_report, summary
 
+pytestmark = pytest.mark.xdist_group("evaluate")
+"""Its module fixtures are built once: all its tests run in one xdist worker."""
+
 MODELS = ("classifier", "baseline")
 
 

@@ -12,6 +12,9 @@ import pytest
 from pipeline.core.config import GENRES, load_config
 from pipeline.model import CELLS, build_classifier, build_frame_baseline
 
+pytestmark = pytest.mark.xdist_group("model_classifier")
+"""Its module fixtures are built once: all its tests run in one xdist worker."""
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = load_config(ROOT / "configs" / "smoke.yaml").model
 FRAME = (3, 16, 16)

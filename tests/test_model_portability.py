@@ -17,6 +17,9 @@ from pipeline.model import (
     streaming_twin,
 )
 
+pytestmark = pytest.mark.xdist_group("model_portability")
+"""Its module fixtures are built once: all its tests run in one xdist worker."""
+
 TOLERANCE = 1e-5
 LAYOUTS = ["channels_first", "channels_last"]
 
@@ -105,6 +108,7 @@ def test_a_file_saved_in_one_layout_loads_and_runs_in_the_other(saved_in, loaded
     assert "channels_" not in str(loaded.get_config())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("cell", "motion_input"),
     [("convlstm", "none"), ("st_clstm", "none"), ("convlstm", "difference")],

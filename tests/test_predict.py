@@ -23,7 +23,7 @@ from pipeline.predict.stream import StreamingModel, prefetched
 
 # Every test needs the trained smoke models: the first one here may build the shared
 # trained_corpus (synth, decode, validate, two trainings), past 300 s on a loaded 2-core machine.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("predict")]
 
 
 def predict(root: Path, *args: str, out: Path, html: bool = False) -> subprocess.CompletedProcess:

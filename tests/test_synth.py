@@ -35,6 +35,9 @@ from pipeline.synth.run import (
     seconds_text,
 )
 
+pytestmark = pytest.mark.xdist_group("synth")
+"""Its module fixtures are built once: all its tests run in one xdist worker."""
+
 SAMPLE_FPS, SAMPLE_SIZE = 8.0, 64
 """The view the grammar guarantees its motions at: the decode defaults (pipeline/core/config.py;
 the demo config decodes at 32x32 to fit its training budget, see docs/experiments.md)."""

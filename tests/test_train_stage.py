@@ -75,9 +75,17 @@ def test_training_lowers_the_loss_and_writes_a_model_that_loads(trained_corpus: 
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_at_the_next_epoch(corpus: Path):
-    backup = corpus / "outputs" / "train" / "classifier" / "checkpoints" / "backup"
+    """With the per-frame baseline: resuming is the same for every model, and it traces in
+    half the classifier's time."""
+    backup = corpus / "outputs" / "train" / "baseline" / "checkpoints" / "backup"
     process = subprocess.Popen(
-        trailers(corpus, "train", "train.epochs=50", "train.early_stopping_patience=0"),
+        trailers(
+            corpus,
+            "train",
+            "--model=baseline",
+            "train.epochs=50",
+            "train.early_stopping_patience=0",
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -91,10 +99,10 @@ def test_a_killed_run_resumes_at_the_next_epoch(corpus: Path):
     done = json.loads((backup / "training_metadata.json").read_text())["epoch"]
     assert 1 <= done < 50  # the kill landed after the first epoch and before the last
 
-    resumed = run(corpus, "train", f"train.epochs={done + 1}")
+    resumed = run(corpus, "train", "--model=baseline", f"train.epochs={done + 1}")
     assert f"epoch {done + 1}/{done + 1}: loss" in resumed.stderr
     assert "epoch 1/" not in resumed.stderr
-    assert [int(row["epoch"]) for row in history(corpus)] == list(range(done + 1))
+    assert [int(row["epoch"]) for row in history(corpus, "baseline")] == list(range(done + 1))
 
 
 @pytest.mark.slow
@@ -115,6 +123,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(corpus: Path):
     assert model_card.read(corpus / "models" / "classifier").card.model == "classifier"
 
 
+@pytest.mark.slow
 def test_train_refuses_data_that_failed_validation(corpus: Path):
     verdict_path = corpus / "outputs" / "validate" / "anomalies.json"
     verdict = json.loads(verdict_path.read_text())
@@ -138,6 +147,7 @@ def test_train_refuses_data_that_failed_validation(corpus: Path):
     assert not (corpus / "outputs" / "train").exists()
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_fails_fast_naming_it(corpus: Path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -151,6 +161,7 @@ def test_an_unreachable_tracking_server_fails_fast_naming_it(corpus: Path):
     assert not (corpus / "outputs" / "train").exists()
 
 
+@pytest.mark.slow
 def test_train_refuses_shards_decoded_with_other_settings(corpus: Path):
     result = run(corpus, "train", "decode.fps=4.0", check=False)
     assert result.returncode == 1

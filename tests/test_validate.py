@@ -26,6 +26,9 @@ from pipeline.validate.features import frame_features, label_features
 from pipeline.validate.integrity import check_manifest
 from pipeline.validate.run import run
 
+pytestmark = pytest.mark.xdist_group("validate")
+"""Its module fixtures are built once: all its tests run in one xdist worker."""
+
 SIZE, FRAMES, SHARD_FRAMES, FPS = 16, 40, 16, 8.0
 TRAILERS = {"train": 8, "val": 4, "test": 4, "unlabelled": 2}
 
