@@ -54,6 +54,27 @@ def run_stages(root: Path, *stages: tuple[str, ...]) -> None:
         assert result.returncode == 0, result.stderr[-3000:]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The order xdist hands tests out in, module by module (so module fixtures are built once):
+    modules with slow tests and no trained model first, then the modules that read the
+    session's trained models, then the quick ones, which even out the workers' ends; within
+    each, the modules whose tests declare the longest timeout first. A worker that builds the
+    trained corpus leaves the other busy with long tests instead of waiting on the lock."""
+
+    def rank(tests: list[pytest.Item]) -> tuple[int, float]:
+        longest = max(  # a test that needs more than pytest's default timeout says so
+            (mark.args[0] for test in tests for mark in test.iter_markers("timeout")), default=0
+        )
+        if any("trained_corpus" in test.fixturenames for test in tests):
+            return 1, -longest
+        return (0 if any(test.get_closest_marker("slow") for test in tests) else 2), -longest
+
+    modules: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.path, []).append(item)
+    items[:] = [item for tests in sorted(modules.values(), key=rank) for item in tests]
+
+
 @pytest.fixture(autouse=True)
 def forget_mlflow_tracking_uri() -> Iterator[None]:
     """After each test, MLflow's process-wide tracking URI is unset again, so the next test (in
