@@ -26,6 +26,7 @@ from pipeline.core.io import atomic_path, write_json
 from pipeline.core.manifest import ShardRow
 
 NETWORK_FILE = "model.keras"
+NETWORK_SUFFIX = Path(NETWORK_FILE).suffix
 CARD_FILE = "model.json"
 
 
@@ -119,7 +120,7 @@ def write(folder: Path, card: ModelCard, save_network: Callable[[Path], None]) -
 def read(path: Path) -> TrainedModel:
     """The trained model at ``path``: its folder, or the network file in one (the card beside
     it). StageError, one line naming the path, when either file is missing or unreadable."""
-    network = path if path.suffix == Path(NETWORK_FILE).suffix else network_file(path)
+    network = path if path.suffix == NETWORK_SUFFIX else network_file(path)
     card_path = network.with_name(CARD_FILE)
     if not network.is_file() or not card_path.is_file():
         folder = network.parent

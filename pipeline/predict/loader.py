@@ -52,7 +52,7 @@ def _from_mlflow(uri: str, store: str) -> LoadedModel:
         info = mlflow.models.get_model_info(uri)
         with tempfile.TemporaryDirectory(prefix="trailers-model-") as folder:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
-            files = sorted(local.glob(f"artifacts/*{model_card.network_file(Path()).suffix}"))
+            files = sorted(local.glob(f"artifacts/*{model_card.NETWORK_SUFFIX}"))
             if len(files) != 1:
                 raise StageError(f"{uri}: expected one .keras file in the logged model")
             network = load_network(files[0])

@@ -83,15 +83,13 @@ def decode_settings(config: Config, rows: list[ShardRow]) -> DecodeSettings:
     return settings
 
 
-def export_model(
-    kind: str, config: Config, frame_shape: tuple[int, int, int], weights: list, card: ModelCard
-) -> None:
-    """Write the model's folder: the weights in a fresh float32 build, so the file loads the
-    same on any host, and its card."""
+def export_model(config: Config, weights: list, card: ModelCard) -> None:
+    """Write the model's folder: the weights in a fresh float32 build of the card's model and
+    frame shape, so the file loads the same on any host, and the card."""
     keras.mixed_precision.set_global_policy("float32")
-    model = BUILDERS[kind](config.model, frame_shape)
+    model = BUILDERS[card.model](config.model, card.frame_shape)
     model.set_weights(weights)
-    model_card.write(config.paths.model(kind), card, model.save)
+    model_card.write(config.paths.model(card.model), card, model.save)
 
 
 def summary(history: list[dict[str, float]]) -> dict[str, float]:
@@ -256,7 +254,7 @@ def train_and_record(
             decode=settings,
             mlflow_run_id=mlflow_run.info.run_id,
         )
-        export_model(model, config, frame_shape, net.get_weights(), card)
+        export_model(config, net.get_weights(), card)
         write_json(paths.metrics(f"train_{model}"), summary(read_history(out / "history.csv")))
         tracking.log_model(
             model_card.network_file(paths.model(model)),
