@@ -191,6 +191,10 @@ class SynthConfig(_Section):
     black_s: float = Field(0.2, gt=0.0)
     title_card_prob: float = Field(0.5, ge=0.0, le=1.0)
     second_genre_prob: float = Field(0.25, ge=0.0, le=1.0)
+    genres_per_trailer: tuple[int, int] | None = None
+    """[min, max] distinct genres in each trailer, as real catalogues have (1 to 3); null: the
+    genres of a split are dealt to its blocks from shuffled decks of all six (4 or 5 per demo
+    trailer)."""
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     crf: int = Field(0, ge=0, le=51)
     preset: Literal[
@@ -206,6 +210,15 @@ class SynthConfig(_Section):
         if values[0] < 16:
             raise ValueError(
                 f"expected widths of at least 16 pixels, got [{values[0]}, {values[1]}]"
+            )
+        return values
+
+    @field_validator("genres_per_trailer")
+    @classmethod
+    def _genre_count(cls, values: tuple[int, int] | None) -> tuple[int, int] | None:
+        if values is not None and not 1 <= values[0] <= values[1] <= len(GENRES):
+            raise ValueError(
+                f"expected [min, max] with 1 <= min <= max <= {len(GENRES)}, got {list(values)}"
             )
         return values
 
@@ -372,6 +385,24 @@ class TrainConfig(_Section):
     strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     jit_compile: bool = False
+    weak_labels: Literal["broadcast", "mil"] = "broadcast"
+    """How a trailer labelled at trailer level (``label_level: trailer``) trains. ``broadcast``:
+    its genres on every frame. ``mil``: multiple-instance learning, the trailer is one bag (one
+    window from its first frame, padded; it must fit ``window``): each present genre's pooled
+    score (``mil_pooling``) is compared with the trailer's label, and each absent genre is an
+    exact negative on every frame. Segment-labelled trailers keep the per-frame loss."""
+    mil_pooling: Literal["top_k", "mean"] = "top_k"
+    """A bag's score per genre: the mean of its top ``mil_top_fraction`` frames, or of all."""
+    mil_top_fraction: float = Field(0.25, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _mil_unweighted(self) -> TrainConfig:
+        if self.weak_labels == "mil" and self.positive_weights:
+            raise ValueError(
+                "positive_weights: the frame frequencies of trailer-level labels are unknown, "
+                "so weak_labels: mil trains unweighted; set positive_weights: false"
+            )
+        return self
 
     @field_validator("eval_batch_size")
     @classmethod
