@@ -28,7 +28,8 @@ def weaken(data_dir: Path, split: str = "train") -> int:
     """Rewrite ``data_dir/annotations.csv`` with ``split``'s trailers labelled at trailer
     level; returns how many trailers that is."""
     annotations = read_csv(data_dir / "annotations.csv")
-    chosen = {row["trailer_id"] for row in read_csv(data_dir / "splits.csv") if row["split"] == split}
+    splits = read_csv(data_dir / "splits.csv")
+    chosen = {row["trailer_id"] for row in splits if row["split"] == split}
     genres: dict[str, set[str]] = {}
     for row in annotations:
         if row["trailer_id"] in chosen:
