@@ -256,7 +256,7 @@ def train_and_record(
     config: Config,
     model: str,
     net: keras.Model,
-    inputs: tuple[tuple, list[ShardRow]],
+    inputs: tuple[tuple, tuple[list[ShardRow], list[ShardRow]]],
     tags: dict[str, str],
     settings: DecodeSettings,
     task: ClusterTask | None,
