@@ -96,11 +96,11 @@ def tiny_net() -> keras.Model:
 
 @pytest.mark.slow
 def test_mixed_batches_train_with_the_bag_loss():
-    """Segment-labelled and weak rows in every batch: the loss falls, every head is a bag loss,
-    and the trailer metric is reported beside the frame one."""
+    """Segment-labelled and weak rows in every batch: the loss falls, every head is a bag loss
+    (the trailer metric beside it: test_train_tracking's run)."""
     keras.utils.set_random_seed(0)
     net = tiny_net()
-    compile_model(net, TrainConfig(weak_labels="mil", learning_rate=0.05), None, 0.25)
+    compile_model(net, TrainConfig(weak_labels="mil", learning_rate=0.05), None)
     assert all(isinstance(net.loss[g], BagLoss) for g in GENRES)
     frames = np.linspace(-1, 1, 4 * FRAMES, dtype=np.float32).reshape(4, FRAMES, 1)
     labels = {g: (frames > 0).astype(np.float32) for g in GENRES}
@@ -108,7 +108,6 @@ def test_mixed_batches_train_with_the_bag_loss():
         labels[g][2:] *= WEAK  # rows 2 and 3 are weak trailers
     losses = [net.train_on_batch(frames, labels, return_dict=True) for _ in range(5)]
     assert np.isfinite(losses[-1]["loss"]) and losses[-1]["loss"] < losses[0]["loss"]
-    assert f"{GENRES[0]}_trailer_auc_pr" in losses[-1]
 
 
 def test_broadcast_keeps_the_per_frame_cross_entropy():
