@@ -4,7 +4,6 @@ settings that only change how a stage runs rerun nothing; code a stage imports r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,25 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 from dvc.repo import Repo
-from helpers import ROOT
+from helpers import REPRO_LOG, ROOT, dvc
 
 from pipeline.cli import STAGES
 from pipeline.core.config import load_config
-
-BIN = Path(sys.executable).parent
-
-
-def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PATH": str(BIN) + os.pathsep + os.environ["PATH"],
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-    }
-    result = subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
 
 
 def stage_names(project: Path = ROOT) -> list[str]:
@@ -40,8 +24,10 @@ def stage_names(project: Path = ROOT) -> list[str]:
         return [stage.addressing for stage in repo.index.stages]
 
 
-def ran(result: subprocess.CompletedProcess) -> set[str]:
-    return {stage for stage in stage_names() if f"Running stage '{stage}'" in result.stdout}
+def ran(output: str | subprocess.CompletedProcess) -> set[str]:
+    """The stages a ``dvc repro`` ran, from what it printed."""
+    printed = output if isinstance(output, str) else output.stdout
+    return {stage for stage in stage_names() if f"Running stage '{stage}'" in printed}
 
 
 def set_params(config: Path, **changes: object) -> None:
@@ -54,22 +40,15 @@ def set_params(config: Path, **changes: object) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project whose demo config is the smoke config, as a DVC repo without git."""
-    for name in ("pipeline", "configs"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copy(ROOT / "configs" / "smoke.yaml", tmp_path / "configs" / "pipeline.yaml")
-    dvc(tmp_path, "init", "--no-scm", "-q")
-    return tmp_path
+def project(trained_corpus: Path, tmp_path: Path) -> Path:
+    """A copy of the session's smoke project, reproduced once (see conftest's trained_corpus)."""
+    return Path(shutil.copytree(trained_corpus, tmp_path / "project"))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_dvc_reruns_exactly_what_changed(project: Path):
-    first = dvc(project, "repro")
-    assert ran(first) == set(stage_names())
+    assert ran((project / REPRO_LOG).read_text()) == set(stage_names())
     assert (project / "data" / "shards" / "manifest.jsonl").stat().st_size > 0
     metrics = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     files = metrics[""]["data"]
