@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import smoke_config, trailers_command
-from media import bigbuckbunny
+from media import FFMPEG_LINE, bigbuckbunny, cut_short, write_video
 
 from pipeline import GENRES
-from pipeline.core.video import Geometry, probe, read_frames
+from pipeline.core.video import Geometry, probe, read_frames, sample_times
 from pipeline.model import stacked_outputs
 from pipeline.predict.loader import load
 from pipeline.predict.outputs import output_names
@@ -60,11 +60,15 @@ def read_timeline(path: Path) -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def predicted(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One ``trailers predict`` run: a real 720p clip, a text file named .mp4, a smoke trailer."""
+    """One ``trailers predict`` run: a real 720p clip, a text file named .mp4, a smoke trailer,
+    an AV1 clip (decord cannot open it) and a file cut short."""
     work = tmp_path_factory.mktemp("predict")
     bad = work / "broken.mp4"
     bad.write_text("not a video\n")
-    videos = [bigbuckbunny(), bad, smoke_video(trained_corpus)]
+    av1 = write_video(work / "web clip.mkv", 50, 25, codec="libsvtav1")
+    whole = write_video(work / "whole.mp4", 100, 25, size=(160, 120), faststart=True)
+    cut = cut_short(whole, work / "download.mp4")
+    videos = [bigbuckbunny(), bad, smoke_video(trained_corpus), av1, cut]
     result = predict(trained_corpus, *map(str, videos), out=work / "out", html=True)
     return work / "out", videos, result
 
@@ -118,6 +122,18 @@ def test_a_bad_video_fails_alone(predicted) -> None:
     assert "not a readable video" in lines[0] and "Traceback" not in result.stderr
     assert not list(out.glob("broken*"))
     assert (out / f"{videos[2].stem}.timeline.csv").is_file()
+
+
+def test_av1_and_a_file_cut_short_are_read_and_ffmpeg_stays_quiet(predicted) -> None:
+    out, videos, result = predicted
+    av1 = json.loads((out / f"{output_names(videos)[3]}.json").read_text())
+    assert av1["decoder"] == "pyav" and av1["missing_s"] == 0
+    assert av1["frames"] == len(sample_times(2.0, av1["decode"]["fps"]))
+    cut = json.loads((out / "download.json").read_text())
+    assert 1.0 < cut["missing_s"] < 3.0 and cut["duration_s"] + cut["missing_s"] == pytest.approx(4)
+    warned = [line for line in result.stderr.splitlines() if "ends early" in line]
+    assert len(warned) == 1 and str(videos[4]) in warned[0], result.stderr
+    assert not FFMPEG_LINE.search(result.stderr), result.stderr
 
 
 def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: Path) -> None:

@@ -266,7 +266,9 @@ class DecodeConfig(_Section):
     listed as skipped in the report); ``remux_formats`` are containers (PyAV format names)
     copied into Matroska before decord reads them, as decord misplaces their frames;
     ``verify`` is how a rerun checks the shards it keeps (``size_mtime``: size, and the hash
-    only when the modification time moved; ``sha256``: always the hash).
+    only when the modification time moved; ``sha256``: always the hash); ``allow_truncated``:
+    a file cut short (frames end before its header's duration) gives its readable frames and
+    a warning, or (false) fails.
     """
 
     source: Literal["annotations", "folder"] = "annotations"
@@ -285,6 +287,7 @@ class DecodeConfig(_Section):
     split_videos: bool = True
     decoder_threads: int = Field(0, ge=0)
     fault_tolerance: float = Field(0.05, ge=-1)
+    allow_truncated: bool = True
     stall_timeout_s: float = Field(120.0, gt=0)
     worker_max_videos: int = Field(50, ge=0)
     max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)

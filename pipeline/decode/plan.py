@@ -32,6 +32,7 @@ def decode_params(decode: DecodeConfig) -> DecodeParams:
         max_frames_per_shard=decode.max_frames_per_shard,
         fault_tolerance=decode.fault_tolerance,
         remux_formats=decode.remux_formats,
+        allow_truncated=decode.allow_truncated,
     )
 
 

@@ -55,6 +55,7 @@ class DecodeParams:
     max_frames_per_shard: int
     fault_tolerance: float
     remux_formats: tuple[str, ...]
+    allow_truncated: bool
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
         remux_formats=params.remux_formats,
         first_frame=first_frame,
         stop_frame=stop_frame,
+        allow_truncated=params.allow_truncated,
     )
     total = len(sampling.indices)
     labels = None
@@ -183,6 +185,8 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
             labels_sha256=labels_sha256,
             video=trailer.video,
             label_level=trailer.label_level,
+            decoder=sampling.decoder,
+            missing_s=sampling.missing_s,
         )
         repeated += _repeated_frames(frames, sampling.indices[first : first + len(frames)])
         rows.append(row.to_dict())

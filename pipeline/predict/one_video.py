@@ -46,6 +46,7 @@ def predict_video(
         threads=config.predict.decoder_threads,
         fault_tolerance=config.decode.fault_tolerance,
         remux_formats=config.decode.remux_formats,
+        allow_truncated=config.decode.allow_truncated,
     )
     with tqdm(total=len(sampling.times), desc=name, unit="frame", leave=False, disable=None) as bar:
         probabilities = streaming.timeline(prefetched(chunks), bar.update)
@@ -55,6 +56,8 @@ def predict_video(
         video=video,
         model=loaded.source,
         decode=dataclasses.asdict(settings),
+        decoder=sampling.decoder,
+        missing_s=sampling.missing_s,
         probabilities=probabilities,
         duration_s=sampling.duration_s,
         timeline=config.timeline,

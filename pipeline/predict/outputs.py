@@ -61,6 +61,8 @@ def write_summary(
     video: Path,
     model: str,
     decode: dict,
+    decoder: str,
+    missing_s: float,
     probabilities: np.ndarray,
     duration_s: float,
     timeline: TimelineConfig,
@@ -75,6 +77,8 @@ def write_summary(
             "video": str(video),
             "model": model,
             "decode": decode,
+            "decoder": decoder,
+            "missing_s": missing_s,
             "frames": len(probabilities),
             "duration_s": round(duration_s, DECIMALS),
             "trailer_scores": {
