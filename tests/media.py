@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Sequence
 from fractions import Fraction
 from importlib.util import find_spec
@@ -116,3 +117,28 @@ def cut_short(source: Path, target: Path, kept: float = 0.6) -> Path:
     data = source.read_bytes()
     target.write_bytes(data[: int(len(data) * kept)])
     return target
+
+
+def ffmpeg() -> str:
+    """imageio-ffmpeg's FFmpeg binary: encoders and muxer options PyAV does not expose."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def write_rotated(path: Path, degrees: int, frames: int = 10, size: tuple[int, int] = (64, 48)):
+    """A phone-style clip: stored ``size``, one bright corner (top left) so orientation shows,
+    and a display matrix that turns it ``degrees`` counter-clockwise (packets copied)."""
+    width, height = size
+    picture = np.full((height, width, 3), 40, dtype=np.uint8)
+    picture[: height // 3, : width // 3] = 230
+    stored = path.with_name(f"stored-{path.name}")
+    with av.open(str(stored), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    command = [ffmpeg(), "-v", "error", "-y", "-display_rotation", str(degrees)]
+    subprocess.run([*command, "-i", str(stored), "-c", "copy", str(path)], check=True)
+    return path

@@ -22,7 +22,7 @@ from pipeline import GENRES
 from pipeline.core.annotations import check_trailer_id
 from pipeline.core.config import Config, ConfigError, load_config
 from pipeline.core.manifest import ShardRow, read_manifest
-from pipeline.core.video import Geometry, probe, read_frames, sample_times
+from pipeline.core.video import sample_times, sample_video
 
 NAMES = (  # spaces, an accent, dots, parentheses, '#', a sub-folder; the first two slug alike
     "Movie Title (2019) - Official Trailer #2.mp4",
@@ -136,16 +136,18 @@ def test_a_folder_of_named_files_decodes_every_one(smoke_corpus, tmp_path):
     # The reader at predict's settings gives decode's frames, byte for byte.
     for video in [*CODED_VIDEOS, NAMES[0]]:
         source = folder / video
-        info = probe(source)
-        geometry = Geometry.fit(info.width, info.height, 32, 32, smoke_corpus.decode.aspect)
-        sampling, chunks = read_frames(
+        decode = smoke_corpus.decode
+        sampling, chunks = sample_video(  # as predict_video calls it
             source,
             fps,
-            geometry,
+            decode.height,
+            decode.width,
+            decode.aspect,
             smoke_corpus.predict.chunk_frames,
             threads=smoke_corpus.predict.decoder_threads,
-            fault_tolerance=smoke_corpus.decode.fault_tolerance,
-            remux_formats=smoke_corpus.decode.remux_formats,
+            fault_tolerance=decode.fault_tolerance,
+            remux_formats=decode.remux_formats,
+            allow_truncated=decode.allow_truncated,
         )
         predicted = np.concatenate(list(chunks))
         assert np.array_equal(predicted, frames(tmp_path, rows[video])), video

@@ -20,11 +20,26 @@ import av
 import numpy as np
 import pytest
 from helpers import trailers, trailers_command
-from media import cut_short, frame_codes, write_audio_only, write_no_frames, write_video
+from media import (
+    cut_short,
+    ffmpeg,
+    frame_codes,
+    write_audio_only,
+    write_no_frames,
+    write_rotated,
+    write_video,
+)
 
 from pipeline.core.annotations import Segment
 from pipeline.core.manifest import ShardRow, read_manifest
-from pipeline.core.video import Geometry, VideoError, frames_at, read_frames, sample_times
+from pipeline.core.video import (
+    Geometry,
+    VideoError,
+    frames_at,
+    read_frames,
+    sample_times,
+    sample_video,
+)
 from pipeline.decode.worker import frame_labels
 
 
@@ -114,6 +129,29 @@ def test_a_file_cut_short_gives_its_readable_frames_or_fails_if_not_allowed(tmp_
     assert whole_sampling.missing_s == 0 and whole_sampling.duration_s == pytest.approx(4.0)
     with pytest.raises(VideoError, match="ends early.*allow_truncated is false"):
         read_frames(cut, 8.0, geometry, chunk_frames=8, allow_truncated=False)
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_rotated_clip_is_turned_upright_as_players_show_it(tmp_path, degrees):
+    clip = write_rotated(tmp_path / "phone.mp4", degrees)
+    sampling, chunks = sample_video(clip, 8.0, 32, 32, "letterbox", chunk_frames=8)
+    frames = np.concatenate(list(chunks))
+    width, height = (48, 64) if degrees in (90, 270) else (64, 48)
+    upright = subprocess.run(  # FFmpeg's CLI turns it as players do (autorotate)
+        [ffmpeg(), "-v", "error", "-i", str(clip), "-frames:v", "1"]
+        + ["-vf", f"scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    reference = np.frombuffer(upright, np.uint8).reshape(height, width) > 128
+    scale = 32 / max(width, height)
+    w, h = round(width * scale), round(height * scale)
+    top, left = (32 - h) // 2, (32 - w) // 2
+    ours = frames[0].mean(axis=0)[top : top + h, left : left + w] > 128
+    bright = np.argwhere(reference).mean(axis=0) / (height, width)
+    assert np.abs(np.argwhere(ours).mean(axis=0) / (h, w) - bright).max() < 0.05, degrees
+    assert sampling.decoder == ("pyav" if degrees in (90, 270) else "decord")
+    assert frames.shape == (len(sampling.times), 3, 32, 32)
 
 
 def test_frames_at_picks_the_frame_on_screen():

@@ -15,7 +15,7 @@ from helpers import smoke_config, trailers_command
 from media import FFMPEG_LINE, bigbuckbunny, cut_short, write_video
 
 from pipeline import GENRES
-from pipeline.core.video import Geometry, probe, read_frames, sample_times
+from pipeline.core.video import sample_times, sample_video
 from pipeline.model import stacked_outputs
 from pipeline.predict.loader import load
 from pipeline.predict.outputs import output_names
@@ -45,11 +45,9 @@ def smoke_video(root: Path) -> Path:
 
 def sampled(video: Path, decode: dict, chunk_frames: int):
     """The decode stage's sampling and chunks of ``video`` at a model's decode settings."""
-    source = probe(video)
-    geometry = Geometry.fit(
-        source.width, source.height, decode["width"], decode["height"], decode["aspect"]
+    return sample_video(
+        video, decode["fps"], decode["height"], decode["width"], decode["aspect"], chunk_frames
     )
-    return read_frames(video, decode["fps"], geometry, chunk_frames)
 
 
 def read_timeline(path: Path) -> tuple[list[str], np.ndarray]:

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -46,6 +46,14 @@ class Probe:
     frames: int
     duration_s: float | None
     codec: str
+    rotation: int = 0
+    """Degrees counter-clockwise the display matrix turns the picture (0, 90, 180 or 270)."""
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(width, height)`` as players show it: turned upright."""
+        turned = self.rotation in (90, 270)
+        return (self.height, self.width) if turned else (self.width, self.height)
 
 
 def probe(path: str | Path) -> Probe:
@@ -76,6 +84,7 @@ def probe(path: str | Path) -> Probe:
                 stream.frames,
                 _duration(container, stream),
                 stream.codec_context.name,
+                round(first.rotation / 90) % 4 * 90,
             )
     except av.FFmpegError as exc:
         raise VideoError(f"not a readable video container ({exc.strerror or exc})") from None
@@ -283,9 +292,14 @@ class _PyAVFrames:
 
     name = "pyav"
 
-    def __init__(self, path: Path, geometry: Geometry, threads: int):
+    def __init__(self, path: Path, geometry: Geometry, threads: int, rotation: int):
         av.logging.set_level(_ffmpeg_level(av.logging.WARNING, None))  # to Python's logging
-        self._geometry = geometry
+        self._turns = rotation // 90
+        self._stored_size = (  # (width, height) to scale the stored picture to
+            (geometry.scaled_height, geometry.scaled_width)
+            if self._turns % 2
+            else (geometry.scaled_width, geometry.scaled_height)
+        )
         try:
             self._container = av.open(str(path))
             self._stream = stream = self._container.streams.video[0]
@@ -346,13 +360,10 @@ class _PyAVFrames:
                 yield from packet.decode()
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        geometry = self._geometry
-        return frame.reformat(
-            width=geometry.scaled_width,
-            height=geometry.scaled_height,
-            format="rgb24",
-            interpolation="BILINEAR",
-        ).to_ndarray()
+        """Scaled, RGB and upright (decord turns pictures itself; PyAV leaves that to us)."""
+        width, height = self._stored_size
+        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+        return np.rot90(rgb.to_ndarray(), self._turns)
 
     def close(self) -> None:
         self._container.close()
@@ -378,6 +389,7 @@ def read_frames(
     first_frame: int = 0,
     stop_frame: int | None = None,
     allow_truncated: bool = True,
+    rotation: int = 0,
 ) -> tuple[Sampling, Iterator[np.ndarray]]:
     """Open ``path`` and sample it at ``fps``: with decord, or with PyAV where decord cannot
     open it (``Sampling.decoder`` says which).
@@ -392,11 +404,15 @@ def read_frames(
     ``remux_formats`` are read by decord from a temporary Matroska copy (:func:`decord_readable`).
     A file cut short (its frames end more than :data:`TRUNCATED_FRAMES` frames before the
     duration its header declares) gives its readable frames and a warning, or, unless
-    ``allow_truncated``, a VideoError.
+    ``allow_truncated``, a VideoError. Pictures stored turned (:attr:`Probe.rotation`, degrees
+    counter-clockwise) come out upright, as players show them; ``geometry`` fits the upright
+    size (decord turns them itself, PyAV's are turned here).
     """
     scratch = tempfile.TemporaryDirectory(prefix="decode-")
     try:
-        source = _open(path, geometry, threads, fault_tolerance, remux_formats, Path(scratch.name))
+        source = _open(
+            path, geometry, threads, fault_tolerance, remux_formats, Path(scratch.name), rotation
+        )
     except VideoError:
         scratch.cleanup()
         raise
@@ -477,6 +493,23 @@ def cut_short_message(duration_s: float, missing_s: float) -> str:
     )
 
 
+def sample_video(
+    path: str | Path,
+    fps: float,
+    height: int,
+    width: int,
+    aspect: Literal["letterbox", "crop"],
+    chunk_frames: int,
+    **reading: Any,
+) -> tuple[Sampling, Iterator[np.ndarray]]:
+    """:func:`read_frames` of ``path`` probed first (PyAV names what is wrong where decord
+    might abort), its frames upright and fitted into ``height x width``; ``reading`` are
+    read_frames' other options. Decode's workers and predict both read videos through here."""
+    info = probe(path)
+    geometry = Geometry.fit(*info.display_size, width, height, aspect)
+    return read_frames(path, fps, geometry, chunk_frames, rotation=info.rotation, **reading)
+
+
 def _open(
     path: str | Path,
     geometry: Geometry,
@@ -484,15 +517,19 @@ def _open(
     fault_tolerance: float,
     remux_formats: tuple[str, ...],
     scratch: Path,
+    rotation: int,
 ) -> _DecordFrames | _PyAVFrames:
-    """decord first (the faster, measured in ``make bench-decode``); PyAV where it fails."""
+    """decord first (the faster, measured in ``make bench-decode``); PyAV where it fails, and
+    for pictures stored turned by 90 or 270 degrees."""
     try:
+        if rotation % 180:  # measured: decord turns it, then get_batch fails on the sizes
+            raise VideoError("decord cannot read pictures stored turned a quarter")
         readable = decord_readable(path, remux_formats, scratch)
         return _DecordFrames(readable, geometry, threads, fault_tolerance)
     except VideoError as decord_error:
         log.debug("%s: %s; reading it with PyAV", path, decord_error)
         try:
-            return _PyAVFrames(Path(path), geometry, threads)
+            return _PyAVFrames(Path(path), geometry, threads, rotation)
         except VideoError as pyav_error:
             raise VideoError(f"{decord_error}; {pyav_error}") from None
 

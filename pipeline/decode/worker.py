@@ -33,7 +33,7 @@ from pipeline import GENRES
 from pipeline.core.annotations import Segment
 from pipeline.core.io import save_npy, write_json
 from pipeline.core.manifest import ShardRow
-from pipeline.core.video import Geometry, VideoError, probe, read_frames
+from pipeline.core.video import VideoError, sample_video
 from pipeline.decode.receipts import file_stats, part_receipt_path
 
 FINGERPRINT_CHARS = 16
@@ -140,14 +140,14 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
     """
     trailer, params, shards_dir = job.trailer, job.params, Path(job.shards_dir)
     per_shard = params.max_frames_per_shard
-    info = probe(trailer.source)
-    geometry = Geometry.fit(info.width, info.height, params.width, params.height, params.aspect)
     first_frame = job.first_shard * per_shard
     stop_frame = None if job.stop_shard is None else job.stop_shard * per_shard
-    sampling, chunks = read_frames(
+    sampling, chunks = sample_video(
         trailer.source,
         params.fps,
-        geometry,
+        params.height,
+        params.width,
+        params.aspect,
         chunk_frames=per_shard,
         threads=job.threads,
         fault_tolerance=params.fault_tolerance,

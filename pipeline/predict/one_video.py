@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.core.config import Config
-from pipeline.core.video import Geometry, probe, read_frames
+from pipeline.core.video import sample_video
 from pipeline.predict.loader import LoadedModel
 from pipeline.predict.outputs import write_summary, write_timeline_csv
 from pipeline.predict.stream import StreamingModel, prefetched
@@ -34,14 +34,12 @@ def predict_video(
 ) -> None:
     """Sample, predict and write one video's outputs; VideoError if it cannot be read."""
     settings = loaded.decode
-    info = probe(video)  # PyAV first: it names what is wrong where decord might abort
-    geometry = Geometry.fit(
-        info.width, info.height, settings.width, settings.height, settings.aspect
-    )
-    sampling, chunks = read_frames(
+    sampling, chunks = sample_video(
         video,
         settings.fps,
-        geometry,
+        settings.height,
+        settings.width,
+        settings.aspect,
         chunk_frames=config.predict.chunk_frames,
         threads=config.predict.decoder_threads,
         fault_tolerance=config.decode.fault_tolerance,
