@@ -400,7 +400,7 @@ class PredictConfig(_Section):
     """``trailers predict``: any video through the streaming model, chunk by chunk."""
 
     chunk_frames: int = Field(64, ge=1)  # frames decoded and fed to the model at a time
-    decoder_threads: int = Field(0, ge=0)  # decord threads per video; 0: decord's own choice
+    decoder_threads: int = Field(0, ge=0)  # per video; 0: as decode's, the usable cores
     html: bool = True  # also write the timeline viewer page
 
 

@@ -52,6 +52,12 @@ def worker_count(config: BeamConfig) -> int:
     return config.num_workers or usable_cpus()
 
 
+def decoder_threads(configured: int, busy_workers: int) -> int:
+    """Decoder threads per video, the one policy of decode's workers and predict: as
+    configured, or (0) the usable cores shared by the workers decoding at once."""
+    return configured or max(1, usable_cpus() // max(1, busy_workers))
+
+
 def is_dask(config: BeamConfig) -> bool:
     return config.runner in DASK_RUNNERS
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pipeline.core.config import Config
 from pipeline.core.video import sample_video
+from pipeline.infra.beam import decoder_threads
 from pipeline.predict.loader import LoadedModel
 from pipeline.predict.outputs import write_summary, write_timeline_csv
 from pipeline.predict.stream import StreamingModel, prefetched
@@ -31,8 +32,10 @@ def predict_video(
     config: Config,
     out_dir: Path,
     html: bool,
+    busy_workers: int = 1,
 ) -> None:
-    """Sample, predict and write one video's outputs; VideoError if it cannot be read."""
+    """Sample, predict and write one video's outputs; VideoError if it cannot be read.
+    ``busy_workers``: how many videos are decoded at once (a catalogue's workers)."""
     settings = loaded.decode
     sampling, chunks = sample_video(
         video,
@@ -41,7 +44,7 @@ def predict_video(
         settings.width,
         settings.aspect,
         chunk_frames=config.predict.chunk_frames,
-        threads=config.predict.decoder_threads,
+        threads=decoder_threads(config.predict.decoder_threads, busy_workers),
         fault_tolerance=config.decode.fault_tolerance,
         remux_formats=config.decode.remux_formats,
         allow_truncated=config.decode.allow_truncated,
