@@ -177,16 +177,17 @@ def rounds(repeats: int, methods: dict[str, Callable[[], None]]) -> dict[str, li
 
 def measure(name: str, data_dir: Path, repeats: int) -> None:
     config = load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", [f"paths.data_dir={data_dir}"])
-    one, two = (
+    one, two, two_pyav = (
         load_config(
             PROJECT_ROOT / "configs" / "pipeline.yaml",
             [
                 f"paths.data_dir={data_dir}",
                 f"beam.num_workers={workers}",
                 "decode.decoder_threads=1",
+                f"decode.decoder={decoder}",
             ],
         )
-        for workers in (1, 2)
+        for workers, decoder in ((1, "auto"), (2, "auto"), (2, "pyav"))
     )
     videos = sorted(config.paths.videos.glob("*.mp4"))
     frames = source_frames(videos)
@@ -197,6 +198,7 @@ def measure(name: str, data_dir: Path, repeats: int) -> None:
             "PyAV": lambda: pyav(videos, config),
             "stage, 1 worker": lambda: stage(one),
             "stage, 2 workers": lambda: stage(two),
+            "stage, 2, PyAV": lambda: stage(two_pyav),
         },
     )
     reference = seconds["ffmpeg CLI"]

@@ -268,7 +268,9 @@ class DecodeConfig(_Section):
     ``verify`` is how a rerun checks the shards it keeps (``size_mtime``: size, and the hash
     only when the modification time moved; ``sha256``: always the hash); ``allow_truncated``:
     a file cut short (frames end before its header's duration) gives its readable frames and
-    a warning, or (false) fails.
+    a warning, or (false) fails; ``decoder``: ``auto`` reads with decord and falls back to PyAV
+    where decord cannot (AV1, quarter-turned clips), ``pyav`` reads everything with PyAV (where
+    decord is not installable, or to compare).
     """
 
     source: Literal["annotations", "folder"] = "annotations"
@@ -288,6 +290,7 @@ class DecodeConfig(_Section):
     decoder_threads: int = Field(0, ge=0)
     fault_tolerance: float = Field(0.05, ge=-1)
     allow_truncated: bool = True
+    decoder: Literal["auto", "pyav"] = "auto"
     stall_timeout_s: float = Field(120.0, gt=0)
     worker_max_videos: int = Field(50, ge=0)
     max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)

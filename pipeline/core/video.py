@@ -390,9 +390,10 @@ def read_frames(
     stop_frame: int | None = None,
     allow_truncated: bool = True,
     rotation: int = 0,
+    decoder: Literal["auto", "pyav"] = "auto",
 ) -> tuple[Sampling, Iterator[np.ndarray]]:
     """Open ``path`` and sample it at ``fps``: with decord, or with PyAV where decord cannot
-    open it (``Sampling.decoder`` says which).
+    open it or ``decoder`` is ``pyav`` (``Sampling.decoder`` says which).
 
     Returns the sampling plan of the whole video and an iterator of channels_first uint8 chunks
     of its output frames ``first_frame`` to ``stop_frame`` (exclusive; None: to the end), cut at
@@ -411,7 +412,14 @@ def read_frames(
     scratch = tempfile.TemporaryDirectory(prefix="decode-")
     try:
         source = _open(
-            path, geometry, threads, fault_tolerance, remux_formats, Path(scratch.name), rotation
+            path,
+            geometry,
+            threads,
+            fault_tolerance,
+            remux_formats,
+            Path(scratch.name),
+            rotation,
+            decoder,
         )
     except VideoError:
         scratch.cleanup()
@@ -518,10 +526,13 @@ def _open(
     remux_formats: tuple[str, ...],
     scratch: Path,
     rotation: int,
+    decoder: Literal["auto", "pyav"],
 ) -> _DecordFrames | _PyAVFrames:
-    """decord first (the faster, measured in ``make bench-decode``); PyAV where it fails, and
-    for pictures stored turned by 90 or 270 degrees."""
+    """decord first (the faster, measured in ``make bench-decode``); PyAV where it fails, for
+    pictures stored turned by 90 or 270 degrees, and when ``decoder`` asks for it."""
     try:
+        if decoder == "pyav":
+            raise VideoError("decode.decoder is pyav")
         if rotation % 180:  # measured: decord turns it, then get_batch fails on the sizes
             raise VideoError("decord cannot read pictures stored turned a quarter")
         readable = decord_readable(path, remux_formats, scratch)

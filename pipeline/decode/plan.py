@@ -33,6 +33,7 @@ def decode_params(decode: DecodeConfig) -> DecodeParams:
         fault_tolerance=decode.fault_tolerance,
         remux_formats=decode.remux_formats,
         allow_truncated=decode.allow_truncated,
+        decoder=decode.decoder,
     )
 
 

@@ -56,6 +56,7 @@ class DecodeParams:
     fault_tolerance: float
     remux_formats: tuple[str, ...]
     allow_truncated: bool
+    decoder: Literal["auto", "pyav"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
         first_frame=first_frame,
         stop_frame=stop_frame,
         allow_truncated=params.allow_truncated,
+        decoder=params.decoder,
     )
     total = len(sampling.indices)
     labels = None

@@ -48,6 +48,7 @@ def predict_video(
         fault_tolerance=config.decode.fault_tolerance,
         remux_formats=config.decode.remux_formats,
         allow_truncated=config.decode.allow_truncated,
+        decoder=config.decode.decoder,
     )
     with tqdm(total=len(sampling.times), desc=name, unit="frame", leave=False, disable=None) as bar:
         probabilities = streaming.timeline(prefetched(chunks), bar.update)
