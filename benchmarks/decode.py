@@ -38,15 +38,19 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 
-import av
-import imageio_ffmpeg
-import numpy as np
+from pipeline.infra.noise import configure
 
-from pipeline.core.config import PROJECT_ROOT, Config, load_config
-from pipeline.core.video import Geometry, sample_times
-from pipeline.decode import run as decode
-from pipeline.infra.beam import local_cluster
-from pipeline.synth import run as synth
+configure(-1)  # as the stages: library chatter off before the libraries load
+
+import av  # noqa: E402
+import imageio_ffmpeg  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.core.config import PROJECT_ROOT, Config, load_config  # noqa: E402
+from pipeline.core.video import Geometry, sample_times  # noqa: E402
+from pipeline.decode import run as decode  # noqa: E402
+from pipeline.infra.beam import local_cluster  # noqa: E402
+from pipeline.synth import run as synth  # noqa: E402
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -288,7 +292,6 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=("all", "dask"), default="all")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its own config says INFO
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
         if args.only == "dask":
