@@ -124,7 +124,7 @@ def _scheduler(config: BeamConfig) -> Iterator[str | None]:
     else:
         workers = worker_count(config)
         log.info("starting a local Dask cluster of %d worker processes", workers)
-        with _quiet_dask(), local_cluster(workers) as address:
+        with local_cluster(workers) as address:
             yield address
 
 
@@ -143,18 +143,6 @@ def local_cluster(workers: int) -> Iterator[str]:
         scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP routes on a free port
     ) as cluster:
         yield cluster.scheduler_address
-
-
-@contextlib.contextmanager
-def _quiet_dask() -> Iterator[None]:
-    """Dask's own INFO lines (workers starting and stopping) are not the stage's news."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _address_key(config: BeamConfig) -> str:
