@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.core.config import Config
+from pipeline.core.timeline import chosen_rules
 from pipeline.core.video import Geometry, probe, read_frames
 from pipeline.predict.loader import LoadedModel
 from pipeline.predict.outputs import write_summary, write_timeline_csv
@@ -47,6 +48,7 @@ def predict_video(
         fault_tolerance=config.decode.fault_tolerance,
         remux_formats=config.decode.remux_formats,
     )
+    rules = chosen_rules(config.timeline, loaded.rules)
     with tqdm(total=len(sampling.times), desc=name, unit="frame", leave=False, disable=None) as bar:
         probabilities = streaming.timeline(prefetched(chunks), bar.update)
     write_timeline_csv(out_dir / f"{name}.timeline.csv", probabilities, settings.fps)
@@ -58,6 +60,7 @@ def predict_video(
         probabilities=probabilities,
         duration_s=sampling.duration_s,
         timeline=config.timeline,
+        rules=rules,
         trailer_id=name,
     )
     draw_timeline(
@@ -76,8 +79,7 @@ def predict_video(
             settings.fps,
             sampling.duration_s,
             probabilities,
-            config.timeline.threshold,
+            rules,
             title=video.name,
-            min_segment_s=config.timeline.min_segment_s,
         )
     log.info("%s: %d frames -> %s", video, len(probabilities), out_dir / f"{name}.*")
