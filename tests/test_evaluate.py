@@ -16,7 +16,7 @@ from helpers import copy_corpus, path_overrides, smoke_config, trailers
 from pipeline import GENRES
 from pipeline.core import model_card
 from pipeline.core.manifest import read_manifest
-from pipeline.core.timeline import SegmentRule, config_rules
+from pipeline.core.timeline import SegmentRule, config_rules, rules_to_dict
 from pipeline.evaluate.metrics import (
     RECALL_GRID,
     at_threshold,
@@ -215,6 +215,10 @@ def evaluated(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     return root, result
 
 
+def report_rules(paths) -> dict:
+    return json.loads(paths.evaluate_report.read_text())["rules"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_stage_writes_metrics_plots_pictures_and_pages(evaluated):
@@ -226,6 +230,14 @@ def test_the_stage_writes_metrics_plots_pictures_and_pages(evaluated):
     metrics = json.loads(paths.metrics("evaluate").read_text())
     for model in MODELS:
         assert {f"{model}_macro_ap", f"{model}_trailer_ap"} <= set(metrics)
+        assert {f"{model}_segment_f1_iou{level}" for level in (30, 50, 70)} <= set(metrics)
+        assert {f"{model}_segment_map", f"{model}_segment_f1_untuned"} <= set(metrics)
+        stored = model_card.read(paths.model(model)).rules
+        assert stored["tuned_on"] == "val" and set(stored["rules"]) == set(GENRES)
+        assert rules_to_dict(stored["rules"]) == {
+            genre: {key: rule[key] for key in stored["rules"][genre].to_dict()}
+            for genre, rule in report_rules(paths)[model].items()
+        }
     assert "gain_macro_ap" in metrics
     assert all(type(value) in (int, float) for value in metrics.values())
     report = json.loads(paths.evaluate_report.read_text())
@@ -268,8 +280,14 @@ def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(
         assert run.data.metrics["test_macro_average_precision"] == pytest.approx(
             metrics[f"{model}_macro_ap"]
         )
+        assert run.data.metrics["test_macro_segment_map"] == pytest.approx(
+            metrics[f"{model}_segment_map"]
+        )
+        onset = model_card.read(root / "models" / model).rules["rules"]["comedy"].onset
+        assert run.data.params["rule_comedy_onset"] == str(onset)
         logged = {entry.path for entry in client.list_artifacts(run.info.run_id, "evaluate")}
         assert {
+            "evaluate/segment_rules.json",
             "evaluate/report.json",
             "evaluate/pr",
             "evaluate/figures",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from helpers import smoke_config, trailers_command
 from media import bigbuckbunny
 
 from pipeline import GENRES
+from pipeline.core import model_card
+from pipeline.core.timeline import SegmentRule, config_rules, rules_to_dict
 from pipeline.core.video import Geometry, probe, read_frames
 from pipeline.model import stacked_outputs
 from pipeline.predict.loader import load
@@ -130,6 +133,26 @@ def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: 
     name = f"{videos[2].stem}.timeline.csv"
     assert (through_uri / name).read_text() == (out / name).read_text()
     assert json.loads((through_uri / f"{videos[2].stem}.json").read_text())["model"] == uri
+
+
+def test_predict_reads_segments_by_the_models_tuned_rules_unless_told_not_to(
+    trained_corpus: Path, tmp_path: Path
+) -> None:
+    from pipeline.predict.run import run  # in process: the model loads in seconds
+
+    shutil.copytree(trained_corpus / "models" / "classifier", tmp_path / "model")
+    tuned = {genre: SegmentRule(onset=0.3, offset=0.2, min_segment_s=1.0) for genre in GENRES}
+    model_card.write_rules(tmp_path / "model", tuned, tuned_on="val")
+    video = smoke_video(trained_corpus)
+    for rules, expected in (("tuned", tuned), ("config", None)):
+        config = smoke_config(tmp_path, f"timeline.rules={rules}")
+        expected = expected or config_rules(config.timeline)
+        run(config, [video], model=str(tmp_path / "model"), out=tmp_path / rules, html=False)
+        summary = json.loads((tmp_path / rules / f"{video.stem}.json").read_text())
+        assert summary["segment_rules"] == rules_to_dict(expected)
+        if rules == "tuned":
+            lengths = [row["end_s"] - row["start_s"] for row in summary["segments"]]
+            assert lengths and min(lengths) >= 1.0
 
 
 def test_output_names_are_safe_and_unique() -> None:
