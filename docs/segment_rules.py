@@ -7,9 +7,11 @@ smoothing, everything: the config's ``evaluate.tune_rules``), and prints the mac
 and mAP each gives on val and test. ``untuned`` is the config's ``timeline:`` rule for every
 genre (the timeline before issue 27). ``--rules-from MODELS_DIR`` also scores test with the rules
 stored in another models folder (e.g. the demo's, on a corpus synthesised with another seed).
+``--picture TRAILER PNG`` draws one test trailer's labels, untuned and tuned (the classifier's
+stored rules) segments per genre (``docs/segments.png``).
 
 Usage: ``python docs/segment_rules.py [--config configs/pipeline.yaml] [--set KEY=VALUE ...]
-[--rules-from models]``.
+[--rules-from models] [--picture 002 docs/segments.png]``.
 """
 
 from __future__ import annotations
@@ -66,14 +68,64 @@ def figures(trailers: list[ScoredTrailer], model: str, rules: SegmentRules) -> s
     return f"F1 {f1:.3f} mAP {average:.3f}"
 
 
+def draw(trailer: ScoredTrailer, rules: SegmentRules, untuned: SegmentRules, path: Path) -> None:
+    """Per genre three bars: the labels, the untuned segments, the tuned ones."""
+    from matplotlib.figure import Figure
+
+    from pipeline import GENRES
+    from pipeline.core.timeline import genre_segments
+    from pipeline.evaluate.metrics import true_segments
+    from pipeline.views.viewer import PALETTE
+
+    probabilities = trailer.probabilities["classifier"]
+    rows = {
+        "untuned": genre_segments(probabilities, trailer.fps, trailer.duration_s, untuned),
+        "tuned": genre_segments(probabilities, trailer.fps, trailer.duration_s, rules),
+    }
+    figure = Figure(figsize=(10, 0.9 * len(GENRES) + 0.8))
+    axis = figure.subplots()
+    ticks, names = [], []
+    for index, genre in enumerate(GENRES):
+        labelled = true_segments(trailer.labels[:, index], trailer.fps, trailer.duration_s)
+        bars = {
+            "labels": [(start, end - start) for start, end in labelled],
+            **{
+                name: [
+                    (r["start_s"], r["end_s"] - r["start_s"]) for r in found if r["genre"] == genre
+                ]
+                for name, found in rows.items()
+            },
+        }
+        for row, (name, spans) in enumerate(bars.items()):
+            y = -(index * 4 + row)
+            axis.broken_barh(spans, (y - 0.4, 0.8), color=PALETTE[genre], edgecolor="black")
+            ticks.append(y)
+            names.append(f"{genre}: {name} ({len(spans)})")
+    axis.set_yticks(ticks, names)
+    axis.set_xlim(0, trailer.duration_s)
+    axis.set_xlabel("time (s)")
+    counts = {name: len(found) for name, found in rows.items()}
+    axis.set_title(
+        f"trailer {trailer.trailer_id}: {counts['untuned']} segments untuned, "
+        f"{counts['tuned']} with the rules tuned on val"
+    )
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="configs/pipeline.yaml")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--rules-from", type=Path)
+    parser.add_argument("--picture", nargs=2, metavar=("TRAILER", "PNG"))
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
     splits = scored(config)
+    if args.picture is not None:
+        trailer = next(t for t in splits["test"] if t.trailer_id == args.picture[0])
+        stored = model_card.read_rules(config.paths.model("classifier"))
+        draw(trailer, stored["rules"], config_rules(config.timeline), Path(args.picture[1]))
+        return
     print(f"val {len(splits['val'])} trailers, test {len(splits['test'])} trailers")
     for model in MODELS:
         untuned = config_rules(config.timeline)
