@@ -21,6 +21,7 @@ from pipeline.core.timeline import SegmentRule, config_rules, rules_to_dict
 from pipeline.core.video import Geometry, probe, read_frames
 from pipeline.model import stacked_outputs
 from pipeline.predict.loader import load
+from pipeline.predict.one_video import predict_video
 from pipeline.predict.outputs import output_names
 from pipeline.predict.stream import StreamingModel, prefetched
 
@@ -138,17 +139,18 @@ def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: 
 def test_predict_reads_segments_by_the_models_tuned_rules_unless_told_not_to(
     trained_corpus: Path, tmp_path: Path
 ) -> None:
-    from pipeline.predict.run import run  # in process: the model loads in seconds
-
     shutil.copytree(trained_corpus / "models" / "classifier", tmp_path / "model")
     tuned = {genre: SegmentRule(onset=0.3, offset=0.2, min_segment_s=1.0) for genre in GENRES}
     model_card.write_rules(tmp_path / "model", tuned, tuned_on="val")
+    loaded = load(str(tmp_path / "model"), smoke_config(tmp_path))
+    assert loaded.rules == tuned
+    streaming = StreamingModel(loaded.network)
     video = smoke_video(trained_corpus)
     for rules, expected in (("tuned", tuned), ("config", None)):
         config = smoke_config(tmp_path, f"timeline.rules={rules}")
         expected = expected or config_rules(config.timeline)
-        run(config, [video], model=str(tmp_path / "model"), out=tmp_path / rules, html=False)
-        summary = json.loads((tmp_path / rules / f"{video.stem}.json").read_text())
+        predict_video(video, rules, loaded, streaming, config, tmp_path, html=False)
+        summary = json.loads((tmp_path / f"{rules}.json").read_text())
         assert summary["segment_rules"] == rules_to_dict(expected)
         if rules == "tuned":
             lengths = [row["end_s"] - row["start_s"] for row in summary["segments"]]
