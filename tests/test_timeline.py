@@ -161,6 +161,10 @@ def test_the_slider_moves_onset_and_offset_together_inside_its_limits():
     assert rule.shifted(-0.5).offset == 0.01 and rule.shifted(0.5).onset == 0.99
     with pytest.raises(ValueError, match="offset <= onset"):
         SegmentRule(onset=0.4, offset=0.6)
+    with pytest.raises(ValueError, match="durations and switch cost >= 0"):
+        SegmentRule(onset=0.4, offset=0.4, min_gap_s=-1.0)
+    with pytest.raises(ValueError, match="median_window_s > 0"):
+        SegmentRule(onset=0.4, offset=0.4, median_window_s=0.0)
 
 
 def test_predict_reads_by_the_models_rules_unless_the_config_says_otherwise():

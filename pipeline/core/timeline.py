@@ -58,6 +58,10 @@ class SegmentRule:
             raise ValueError(f"expected 0 < offset <= onset < 1, got {self}")
         if self.smoothing not in ("none", "median", "viterbi"):
             raise ValueError(f"unknown smoothing {self.smoothing!r}")
+        if min(self.min_segment_s, self.min_gap_s, self.switch_cost) < 0:
+            raise ValueError(f"expected durations and switch cost >= 0, got {self}")
+        if not self.median_window_s > 0:
+            raise ValueError(f"expected median_window_s > 0, got {self}")
 
     @classmethod
     def from_config(cls, timeline: TimelineConfig) -> SegmentRule:
