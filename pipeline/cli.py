@@ -96,22 +96,24 @@ STAGES: dict[str, Stage] = {
     "evaluate": Stage(
         "pipeline.evaluate.run",
         "score the classifier and the per-frame baseline per genre on a labelled split "
-        "(evaluate.split) and measure the gain from time",
+        "(evaluate.split) and measure the gain from time; tune each genre's segment rule on val "
+        "and store it with the model",
         reads=lambda paths: (
             f"{paths.model('classifier')}/, {paths.model('baseline')}/, {paths.manifest} and "
             "the val and test shards"
         ),
         writes=lambda paths: (
             f"{paths.metrics('evaluate')}, {paths.evaluate_report}, {paths.pr_curve('<genre>')}, "
-            f"{paths.evaluate_figures}/, {paths.evaluate_viewer}/, an MLflow run per model"
+            f"{paths.evaluate_figures}/, {paths.evaluate_viewer}/, each model's segment rules "
+            "(in its folder), an MLflow run per model"
         ),
     ),
     "predict": Stage(
         "pipeline.predict.run",
         "genre timelines of any videos, streamed through the trained model chunk by chunk",
         reads=lambda paths: (
-            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (the network and its card) or "
-            "--model"
+            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (the network, its card and "
+            "the segment rules tuned on val, unless timeline.rules: config) or --model"
         ),
         writes=lambda paths: (
             f"{paths.stage_outputs('predict')}/ (or --out): <name>.timeline.csv, <name>.json, "

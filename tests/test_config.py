@@ -39,6 +39,19 @@ def test_override_changes_value_and_type_is_kept():
         ("decode.fps=-1", "decode.fps: Input should be greater than 0 (got -1)"),
         ("decode.aspect=stretch", "decode.aspect: Input should be 'letterbox' or 'crop'"),
         ("synth.duration_s=[5, 1]", "synth.duration_s: expected [min, max] with 0 < min <= max"),
+        (
+            "timeline.offset_threshold=0.6",
+            "timeline: offset_threshold (0.6) must not exceed threshold",
+        ),
+        ("timeline.smoothing=mean", "timeline.smoothing: Input should be 'none', 'median' or"),
+        (
+            "evaluate.tune_rules.onsets=[0.5, 1.2]",
+            "evaluate.tune_rules.onsets: expected a non-empty list in (0, 1)",
+        ),
+        (
+            "evaluate.tune_rules.min_gap_s=[]",
+            "evaluate.tune_rules.min_gap_s: expected a non-empty list",
+        ),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -15,6 +15,7 @@ from dvc.repo import Repo
 from helpers import REPRO_LOG, ROOT, dvc
 
 from pipeline.cli import STAGES
+from pipeline.core import model_card
 from pipeline.core.config import load_config
 
 
@@ -127,6 +128,11 @@ def test_each_stage_depends_on_all_the_code_it_runs(stage: str):
     assert not missing, f"dvc.yaml: stage {stage} imports {missing} but does not depend on them"
 
 
+def model_files(folder: Path) -> set[Path]:
+    """What train writes into a model's folder (evaluate adds its segment rules)."""
+    return {model_card.network_file(folder), folder / model_card.CARD_FILE}
+
+
 def test_dvc_paths_are_the_configs_paths():
     """dvc.yaml takes its paths from the config's `paths:` section (vars); resolved, they are
     the files the stages read and write as PathsConfig derives them."""
@@ -137,13 +143,15 @@ def test_dvc_paths_are_the_configs_paths():
         "validate": {paths.stage_outputs("validate"), paths.metrics("validate")},
         **{
             f"train@{model}": {
-                paths.model(model),
+                *model_files(paths.model(model)),
                 paths.metrics(f"train_{model}"),
                 paths.train_outputs(model) / "history.csv",
             }
             for model in ("classifier", "baseline")
         },
         "evaluate": {
+            model_card.rules_file(paths.model("classifier")),
+            model_card.rules_file(paths.model("baseline")),
             paths.evaluate_report,
             paths.evaluate_figures,
             paths.evaluate_viewer,
@@ -157,7 +165,11 @@ def test_dvc_paths_are_the_configs_paths():
         "validate": {paths.shards, paths.schema},
         "train@classifier": {paths.shards, paths.stage_outputs("validate")},
         "train@baseline": {paths.shards, paths.stage_outputs("validate")},
-        "evaluate": {paths.model("classifier"), paths.model("baseline"), paths.shards},
+        "evaluate": {
+            *model_files(paths.model("classifier")),
+            *model_files(paths.model("baseline")),
+            paths.shards,
+        },
     }
     with Repo(str(ROOT)) as repo:
         stages = {stage.addressing: stage for stage in repo.index.stages}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from helpers import smoke_config, trailers_command
 from media import FFMPEG_LINE, bigbuckbunny, cut_short, write_video
 
 from pipeline import GENRES
+from pipeline.core import model_card
+from pipeline.core.timeline import SegmentRule, config_rules, rules_to_dict
 from pipeline.core.video import sample_times, sample_video
 from pipeline.model import stacked_outputs
 from pipeline.predict.loader import load
+from pipeline.predict.one_video import predict_video
 from pipeline.predict.outputs import output_names
 from pipeline.predict.stream import StreamingModel, prefetched
 
@@ -144,6 +148,27 @@ def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: 
     name = f"{videos[2].stem}.timeline.csv"
     assert (through_uri / name).read_text() == (out / name).read_text()
     assert json.loads((through_uri / f"{videos[2].stem}.json").read_text())["model"] == uri
+
+
+def test_predict_reads_segments_by_the_models_tuned_rules_unless_told_not_to(
+    trained_corpus: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(trained_corpus / "models" / "classifier", tmp_path / "model")
+    tuned = {genre: SegmentRule(onset=0.3, offset=0.2, min_segment_s=1.0) for genre in GENRES}
+    model_card.write_rules(tmp_path / "model", tuned, tuned_on="val")
+    loaded = load(str(tmp_path / "model"), smoke_config(tmp_path))
+    assert loaded.rules == tuned
+    streaming = StreamingModel(loaded.network)
+    video = smoke_video(trained_corpus)
+    for rules, expected in (("tuned", tuned), ("config", None)):
+        config = smoke_config(tmp_path, f"timeline.rules={rules}")
+        expected = expected or config_rules(config.timeline)
+        predict_video(video, rules, loaded, streaming, config, tmp_path, html=False)
+        summary = json.loads((tmp_path / f"{rules}.json").read_text())
+        assert summary["segment_rules"] == rules_to_dict(expected)
+        if rules == "tuned":
+            lengths = [row["end_s"] - row["start_s"] for row in summary["segments"]]
+            assert lengths and min(lengths) >= 1.0
 
 
 def test_output_names_are_safe_and_unique() -> None:

@@ -394,9 +394,57 @@ class TimelineConfig(_Section):
     """How per-frame probabilities are read as a timeline (predict's outputs, evaluate's
     segments and trailer-level scores)."""
 
-    threshold: float = Field(0.5, gt=0, lt=1)  # a frame shows a genre above this probability
-    min_segment_s: float = Field(0.0, ge=0)  # shorter runs above the threshold are dropped
+    threshold: float = Field(0.5, gt=0, lt=1)  # genres present; and the onset of these rules
+    offset_threshold: float | None = Field(None, gt=0, lt=1)  # ends a segment; null: threshold
+    min_segment_s: float = Field(0.0, ge=0)  # shorter segments are dropped
+    min_gap_s: float = Field(0.0, ge=0)  # shorter gaps between two segments are bridged
+    smoothing: Literal["none", "median", "viterbi"] = "none"
+    median_window_s: float = Field(0.5, gt=0)  # smoothing: median's window
+    switch_cost: float = Field(2.0, ge=0)  # smoothing: viterbi's cost (nats) of changing state
+    rules: Literal["tuned", "config"] = "tuned"  # tuned: the model's rules, tuned on val
     trailer_top_fraction: float = Field(0.25, gt=0, le=1)  # trailer score: mean of the top frames
+
+    @model_validator(mode="after")
+    def _offset_below_onset(self) -> TimelineConfig:
+        if self.offset_threshold is not None and self.offset_threshold > self.threshold:
+            raise ValueError(
+                f"offset_threshold ({self.offset_threshold}) must not exceed threshold "
+                f"({self.threshold}): a segment ends below the offset once it began above the onset"
+            )
+        return self
+
+
+class RuleGridConfig(_Section):
+    """The segment rules evaluate tries per genre on val (every combination; the best segment
+    F1 at ``evaluate.segment_iou`` wins, the first listed on a tie)."""
+
+    onsets: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    hysteresis: tuple[float, ...] = (0.0, 0.1, 0.2)  # offset = onset - this (floored above 0)
+    min_segment_s: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    min_gap_s: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    median_window_s: tuple[float, ...] = (0.375, 0.625)  # each tried as median smoothing
+    switch_cost: tuple[float, ...] = (1.0, 3.0)  # each tried as viterbi smoothing
+
+    @field_validator("onsets")
+    @classmethod
+    def _probabilities(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if not values or any(not 0 < v < 1 for v in values):
+            raise ValueError(f"expected a non-empty list in (0, 1), got {list(values)}")
+        return values
+
+    @field_validator("hysteresis", "min_segment_s", "min_gap_s")
+    @classmethod
+    def _non_negative(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if not values or any(v < 0 for v in values):
+            raise ValueError(f"expected a non-empty list of numbers >= 0, got {list(values)}")
+        return values
+
+    @field_validator("median_window_s", "switch_cost")
+    @classmethod
+    def _positive_or_none(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v <= 0 for v in values):
+            raise ValueError(f"expected numbers > 0 (an empty list: not tried), got {list(values)}")
+        return values
 
 
 class PredictConfig(_Section):
@@ -411,7 +459,8 @@ class EvaluateConfig(_Section):
     """``trailers evaluate``: per-genre metrics of each trained model on a labelled split."""
 
     split: Literal["val", "test"] = "test"
-    segment_iou: float = Field(0.5, gt=0, le=1)  # a predicted segment matches a true one at this
+    segment_iou: float = Field(0.5, gt=0, le=1)  # the IoU segment_f1 quotes and rules are tuned at
+    tune_rules: RuleGridConfig = Field(default_factory=RuleGridConfig)
     example_timelines: int = Field(4, ge=0)  # test trailers drawn as truth-against-prediction
     register_model: bool = False  # register the ConvLSTM in the MLflow Model Registry
     registered_model_name: str = "trailer-genres"

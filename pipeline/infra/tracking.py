@@ -332,11 +332,17 @@ def evaluation_run(
 
 
 def log_evaluation(
-    metrics: Mapping[str, float], model: LoggedModel | None, artifacts: Sequence[Path]
+    metrics: Mapping[str, float],
+    model: LoggedModel | None,
+    artifacts: Sequence[Path],
+    params: Mapping[str, str] | None = None,
 ) -> None:
-    """Log metrics to the active run (and against the logged model, when known) and copy the
-    ``artifacts`` (files or folders) under ``evaluate/``."""
+    """Log metrics to the active run (and against the logged model, when known), ``params``
+    (e.g. the tuned segment rules) and copy the ``artifacts`` (files or folders) under
+    ``evaluate/``."""
     mlflow.log_metrics(dict(metrics), model_id=model.model_id if model else None)
+    if params:
+        mlflow.log_params(dict(params))
     log_artifacts(artifacts, "evaluate")
 
 

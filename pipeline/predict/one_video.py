@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.core.config import Config
+from pipeline.core.timeline import chosen_rules
 from pipeline.core.video import sample_video
 from pipeline.infra.beam import decoder_threads
 from pipeline.predict.loader import LoadedModel
@@ -50,6 +51,7 @@ def predict_video(
         allow_truncated=config.decode.allow_truncated,
         decoder=config.decode.decoder,
     )
+    rules = chosen_rules(config.timeline, loaded.rules)
     with tqdm(total=len(sampling.times), desc=name, unit="frame", leave=False, disable=None) as bar:
         probabilities = streaming.timeline(prefetched(chunks), bar.update)
     write_timeline_csv(out_dir / f"{name}.timeline.csv", probabilities, settings.fps)
@@ -63,6 +65,7 @@ def predict_video(
         probabilities=probabilities,
         duration_s=sampling.duration_s,
         timeline=config.timeline,
+        rules=rules,
         trailer_id=name,
     )
     draw_timeline(
@@ -81,8 +84,7 @@ def predict_video(
             settings.fps,
             sampling.duration_s,
             probabilities,
-            config.timeline.threshold,
+            rules,
             title=video.name,
-            min_segment_s=config.timeline.min_segment_s,
         )
     log.info("%s: %d frames -> %s", video, len(probabilities), out_dir / f"{name}.*")
