@@ -282,6 +282,8 @@ def test_predicts_json_and_the_page_give_the_same_segments(site: Site, visit, tm
         video=site.video,
         model="models/classifier",
         decode={"fps": FPS},
+        decoder="decord",
+        missing_s=0.0,
         probabilities=probabilities,
         duration_s=DURATION_S,
         timeline=TimelineConfig(),
