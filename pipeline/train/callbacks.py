@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
 from tqdm import tqdm
 
@@ -73,19 +72,24 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs every number Keras reports at the end of an epoch (train and ``val_`` metrics, per
-    genre and macro, as Keras names them) with ``step=epoch``.
+    """Hands every number Keras reports at the end of an epoch (train and ``val_`` metrics, per
+    genre and macro, as Keras names them) to ``log_metrics`` with ``step=epoch``: the run's
+    outbox (:class:`pipeline.infra.tracking.TrainingRun`), which never waits on the server.
 
     Not ``mlflow.keras.MlflowCallback``: in MLflow 3.17 it logs the ``validation_*`` metrics at
-    step 0 every epoch.
+    step 0 every epoch, and it calls the server from the training loop.
     """
+
+    def __init__(self, log_metrics: Callable[[dict[str, float], int], None]) -> None:
+        super().__init__()
+        self.log_metrics = log_metrics
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         metrics = {
             name: float(value) for name, value in (logs or {}).items() if np.ndim(value) == 0
         }
         if metrics:
-            mlflow.log_metrics(metrics, step=epoch)
+            self.log_metrics(metrics, epoch)
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -96,9 +100,14 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 
 def training_callbacks(
-    train: TrainConfig, out: Path, resuming: bool, task: ClusterTask | None = None
+    train: TrainConfig,
+    out: Path,
+    resuming: bool,
+    task: ClusterTask | None = None,
+    log_metrics: Callable[[dict[str, float], int], None] | None = None,
 ) -> list:
-    """Macro metric, early stopping, best weights, history, MLflow, and resume-on-rerun.
+    """Macro metric, early stopping, best weights, history, MLflow (``log_metrics``), and
+    resume-on-rerun.
 
     A worker of a cluster (``task``) keeps no backup to resume from; one that is not the chief
     writes no history and logs nothing to MLflow either. Every worker checkpoints the best
@@ -121,8 +130,9 @@ def training_callbacks(
     if task is None or task.is_chief:
         callbacks += [
             keras.callbacks.CSVLogger(out / "history.csv", append=resuming),
-            EpochMetricsLogger(),
         ]
+        if log_metrics is not None:
+            callbacks.append(EpochMetricsLogger(log_metrics))
     if task is None:
         backup = out / "checkpoints" / "backup"
         callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))

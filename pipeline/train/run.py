@@ -4,10 +4,14 @@ Reads the manifest and shards (train and val splits) and validate's verdict; wri
 folder ``models/<model>/`` (:mod:`pipeline.core.model_card`: the float32 network, which loads on
 any host, and its card with the decode settings it was trained on),
 ``metrics/train_<model>.json`` (DVC metrics) and ``outputs/train/<model>/history.csv`` (one row
-per epoch, DVC plots). Every run is an MLflow run.
+per epoch, DVC plots). Every run is an MLflow run; training never waits on its server: what
+the server misses waits in ``outputs/train/<model>/mlflow-outbox/`` and is sent when it answers,
+or by ``trailers train --sync`` (:mod:`pipeline.infra.tracking`). Exit 75: the outputs are
+written, the MLflow run is not complete yet.
 
-A killed run resumes from its last finished epoch: ``outputs/train/<model>/checkpoints/`` holds
-it while the model trains and is removed when training ends.
+A killed run resumes from its last finished epoch, in the same MLflow run:
+``outputs/train/<model>/checkpoints/`` holds it while the model trains and is removed when
+training ends.
 
 With ``train.strategy: multi_worker`` each worker is a process of the ``TF_CONFIG`` cluster and
 reads its own shard of every batch; only the chief writes the outputs above and records the
@@ -159,8 +163,11 @@ def input_data(
     )
 
 
-def run(config: Config, model: str = "classifier") -> None:
-    """Train ``model`` (classifier or baseline) and record the run in MLflow."""
+def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
+    """Train ``model`` (classifier or baseline) and record the run in MLflow (``sync``: only
+    send what earlier runs could not)."""
+    if sync:
+        return send_waiting_records(config, model)
     paths, train = config.paths, config.train
     require_validated(paths)
     rows = read_rows(config)
@@ -240,23 +247,25 @@ def train_and_record(
     out = paths.train_outputs(model)
     resuming = prepare(out, resumable=task is None)
     run_id_file = out / "checkpoints" / "mlflow_run_id"
-    if resuming and run_id_file.is_file():
-        tags["resumed_from"] = run_id_file.read_text().strip()
-    with tracking.start_run(config, run_name=model, tags=tags) as mlflow_run:
-        run_id_file.write_text(mlflow_run.info.run_id)
-        tracking.log_dataset(paths.manifest, train_rows, "train")
-        fit(net, train, data, training_callbacks(train, out, resuming, task))
+    resume = run_id_file.read_text().strip() if resuming and run_id_file.is_file() else None
+    with tracking.training_run(
+        config, run_name=model, tags=tags, folder=out / tracking.OUTBOX, resume=resume
+    ) as record:
+        run_id_file.write_text(record.run_id)
+        if resume is None:
+            record.log_dataset(paths.manifest, train_rows, "train")
+        fit(net, train, data, training_callbacks(train, out, resuming, task, record.log_metrics))
         card = ModelCard(
             model=model,
             cell=config.model.cell if model == "classifier" else None,
             genres=GENRES,
             frame_shape=frame_shape,
             decode=settings,
-            mlflow_run_id=mlflow_run.info.run_id,
+            mlflow_run_id=record.run_id,
         )
         export_model(config, net.get_weights(), card)
         write_json(paths.metrics(f"train_{model}"), summary(read_history(out / "history.csv")))
-        tracking.log_model(
+        record.log_model(
             model_card.network_file(paths.model(model)),
             frame_shape,
             dataclasses.asdict(settings),
@@ -264,8 +273,30 @@ def train_and_record(
             python_model=pyfunc.__file__,
             keras_artifact=pyfunc.KERAS_ARTIFACT,
         )
-        tracking.log_artifacts([paths.validate_report, paths.schema], "validate")
+        record.log_artifacts([paths.validate_report, paths.schema], "validate")
     shutil.rmtree(out / "checkpoints")
+    report_record(record, model)
+
+
+def report_record(record: tracking.TrainingRun, model: str) -> None:
+    """The stage's last line: whether the MLflow run holds everything (else exit 75)."""
+    if not record.complete:
+        raise tracking.RunBehind(
+            f"model and outputs written; MLflow run {record.run_id} at {record.uri} lacks "
+            f"{record.outbox.pending} records, kept in {record.outbox.folder}: send them with "
+            f"`trailers train --model {model} --sync` when the server answers"
+        )
+    refused = (
+        f" ({record.outbox.refused} records refused: see above)" if record.outbox.refused else ""
+    )
+    log.info("MLflow run %s: complete at %s%s", record.run_id, record.uri, refused)
+
+
+def send_waiting_records(config: Config, model: str) -> None:
+    """``--sync``: send what the model's earlier runs could not."""
+    lines = tracking.sync(config.paths.train_outputs(model) / tracking.OUTBOX, config.tracking)
+    for line in lines or [f"MLflow: nothing of the {model}'s runs waits to be sent"]:
+        log.info("%s", line)
 
 
 def example_clip(rows: list[ShardRow], shards_dir: Path) -> np.ndarray:
