@@ -300,10 +300,21 @@ def log_model(
     ``decode_settings`` (fps, height, width, aspect) go into the model's metadata, which
     ``mlflow.models.get_model_info(uri).metadata["decode"]`` reads without loading the model.
     """
+    # The logged model goes in the run's experiment: left to itself, MLflow puts it in the
+    # process's active experiment (the default one in `trailers train --sync`).
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    created = client.create_logged_model(
+        run.info.experiment_id,
+        name=name,
+        source_run_id=run_id,
+        params=run.data.params,
+    )
     info = Model.log(
         artifact_path=None,
         flavor=mlflow.pyfunc,
         run_id=run_id,
+        model_id=created.model_id,
         name=name,
         python_model=python_model,
         artifacts={keras_artifact: str(model_path)},
