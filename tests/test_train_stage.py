@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import TRAINED_EPOCHS, copy_corpus, path_overrides, trailers_command
+from mlflow import MlflowClient
 
 from pipeline import GENRES
 from pipeline.core import model_card
@@ -103,6 +104,16 @@ def test_a_killed_run_resumes_at_the_next_epoch(corpus: Path):
     assert f"epoch {done + 1}/{done + 1}: loss" in resumed.stderr
     assert "epoch 1/" not in resumed.stderr
     assert [int(row["epoch"]) for row in history(corpus, "baseline")] == list(range(done + 1))
+
+    # One MLflow run: the resumed process continued the killed one's, which holds every epoch.
+    client = MlflowClient(f"sqlite:///{corpus / 'mlflow.db'}")
+    (only,) = client.search_runs([client.get_experiment_by_name("trailer-genres").experiment_id])
+    assert only.info.status == "FINISHED"
+    assert {m.step for m in client.get_metric_history(only.info.run_id, "loss")} == set(
+        range(done + 1)
+    )
+    card = json.loads((corpus / "models" / "baseline" / "model.json").read_text())
+    assert card["mlflow_run_id"] == only.info.run_id
 
 
 @pytest.mark.slow

@@ -697,7 +697,10 @@ class TrainingRun:
         self.complete = False
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self.outbox.add("metrics", metrics=dict(metrics), step=step)
+        """Metrics at ``step``, unless a killed process of this run recorded that step's
+        already (it ended the epoch, not its backup: the resumed run repeats it, alike)."""
+        if step >= self.outbox.next_step(next(iter(metrics))):
+            self.outbox.add("metrics", metrics=dict(metrics), step=step)
 
     def log_dataset(self, manifest_path: Path, rows: Sequence[ShardRow], split: str) -> None:
         """The ``split``'s shard rows as the run's input, the manifest as its data version."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from pipeline import GENRES
 from pipeline.core.config import TrainConfig
+from pipeline.core.io import atomic_open, read_json, write_json
 from pipeline.train.devices import ClusterTask
 
 MONITOR = "val_macro_auc_pr"
@@ -92,6 +94,60 @@ class EpochMetricsLogger(keras.callbacks.Callback):
             self.log_metrics(metrics, epoch)
 
 
+class WholeBackup(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup is always whole, wherever a ``kill -9`` lands.
+
+    Keras writes the weights, then the epoch, over the last ones: killed between the two, a
+    rerun resumes an epoch early with the later weights; killed while writing the epoch, it
+    cannot read it. Here each epoch's weights get a file of their own, written under a
+    temporary name and renamed; the metadata, renamed into place the same way, names them
+    and is the commit; older weights go after it.
+    """
+
+    _METADATA = "training_metadata.json"
+
+    @classmethod
+    def epoch(cls, backup_dir: Path) -> int:
+        """The epoch the backup in ``backup_dir`` resumes at (0: none)."""
+        metadata = read_json(Path(backup_dir) / cls._METADATA)
+        return int(metadata["epoch"]) if metadata else 0
+
+    def _seed_states(self) -> list:
+        """The layers' random number generators (dropout's): not in Keras' weights file, and
+        a resumed run draws what the uninterrupted one would only if they resume too."""
+        weights = {id(variable) for variable in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
+
+    def _save_model(self) -> None:
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"epoch-{self._current_epoch}"
+        weights, seeds = f"{stem}.weights.h5", f"{stem}.seeds.npy"
+        partial = folder / f"partial-{weights}"  # Keras wants the .weights.h5 ending
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, folder / weights)
+        with atomic_open(folder / seeds, "wb") as handle:
+            np.save(handle, np.stack([np.asarray(v) for v in self._seed_states()]))
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "stem": stem}
+        write_json(folder / self._METADATA, metadata)
+        for older in folder.glob("epoch-*"):
+            if not older.name.startswith(f"{stem}."):
+                older.unlink()
+
+    def _load_model(self) -> None:
+        folder = Path(self.backup_dir)
+        metadata = read_json(folder / self._METADATA)
+        if metadata is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(folder / f"{metadata['stem']}.weights.h5")
+        seeds = np.load(folder / f"{metadata['stem']}.seeds.npy")
+        for variable, value in zip(self._seed_states(), seeds, strict=True):
+            variable.assign(value)
+        self.model._initial_epoch = int(metadata["epoch"])
+
+
 def read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
@@ -135,7 +191,7 @@ def training_callbacks(
             callbacks.append(EpochMetricsLogger(log_metrics))
     if task is None:
         backup = out / "checkpoints" / "backup"
-        callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
+        callbacks.append(WholeBackup(backup))
     if train.early_stopping_patience:
         callbacks.insert(
             1,

@@ -36,13 +36,13 @@ from pipeline import GENRES
 from pipeline.core import model_card
 from pipeline.core.config import Config, ModelConfig, PathsConfig, TrainConfig, tracking_uri
 from pipeline.core.errors import StageError
-from pipeline.core.io import read_json, write_json
+from pipeline.core.io import atomic_open, read_json, write_json
 from pipeline.core.manifest import ManifestError, ShardRow, read_manifest
 from pipeline.core.model_card import DecodeSettings, ModelCard
 from pipeline.infra import tracking
 from pipeline.model import build_classifier, build_frame_baseline, pyfunc
 from pipeline.train import dataset
-from pipeline.train.callbacks import MONITOR, read_history, training_callbacks
+from pipeline.train.callbacks import MONITOR, WholeBackup, read_history, training_callbacks
 from pipeline.train.devices import (
     ClusterTask,
     cluster_task,
@@ -117,16 +117,25 @@ def read_rows(config: Config) -> tuple[list[ShardRow], list[ShardRow]]:
     return split_rows(rows, "train", manifest), split_rows(rows, "val", manifest)
 
 
+def resumed_epoch(out: Path) -> int:
+    """The epoch a killed run resumes at: its last whole backup's (0: there is none)."""
+    return WholeBackup.epoch(out / "checkpoints" / "backup")
+
+
 def prepare(out: Path, resumable: bool = True) -> bool:
     """Whether a killed run left an epoch to resume from; if not (or not ``resumable``), clear
-    its leftovers."""
-    backup = out / "checkpoints" / "backup" / "training_metadata.json"
-    resuming = resumable and backup.is_file()
-    if not resuming:
+    its leftovers. The history keeps the epochs before it: one may have been written after
+    the backup the run resumes from."""
+    epoch = resumed_epoch(out) if resumable else 0
+    if not epoch:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         (out / "history.csv").unlink(missing_ok=True)
+    elif (out / "history.csv").is_file():
+        lines = (out / "history.csv").read_bytes().splitlines(keepends=True)
+        with atomic_open(out / "history.csv", "wb") as handle:
+            handle.writelines(lines[: 1 + epoch])  # the header, then one row per epoch
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return resuming
+    return bool(epoch)
 
 
 def input_data(
@@ -134,15 +143,24 @@ def input_data(
     config: Config,
     rows: tuple[list[ShardRow], list[ShardRow]],
     task: ClusterTask | None,
+    first_epoch: int = 0,
 ) -> tuple:
     """The train and val input of ``fit``: whole batches split between the replicas of this
-    process, or, on a cluster, each worker's own shard of every batch."""
+    process, or, on a cluster, each worker's own shard of every batch. ``first_epoch``: the
+    epoch a killed run resumes at."""
     paths, train = config.paths, config.train
     train_rows, val_rows = rows
     if task is None:
         replicas = strategy.num_replicas_in_sync
         return (
-            dataset.train_dataset(train_rows, paths.shards, train, config.seed, replicas=replicas),
+            dataset.train_dataset(
+                train_rows,
+                paths.shards,
+                train,
+                config.seed,
+                replicas=replicas,
+                first_epoch=first_epoch,
+            ),
             dataset.eval_dataset(val_rows, paths.shards, train, replicas=replicas),
         )
 
@@ -193,7 +211,8 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
     with strategy.scope():
         net = BUILDERS[model](config.model, frame_shape)
         compile_model(net, train, frequencies)
-    data = input_data(strategy, config, rows, task)
+    first_epoch = resumed_epoch(paths.train_outputs(model)) if task is None else 0
+    data = input_data(strategy, config, rows, task, first_epoch)
     if task is None or task.is_chief:
         tags = {
             **tracking.run_tags(strategy, mixed),
