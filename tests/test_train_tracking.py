@@ -477,14 +477,27 @@ def test_a_server_gone_for_good_neither_stalls_nor_changes_training_and_sync_com
         "validate/schema.pbtxt",
     ]
 
-    # No slower than the undisturbed run: MLflow's own start and end times of both runs (noisy
-    # on a shared machine), and the process's wall time against the undisturbed run's.
+    # No slower than the undisturbed run, by MLflow's own times: from the end of the first
+    # epoch (the outage began there; the first epoch is mostly tracing, which the machine's load
+    # dominates) to the run's end. The reference ran at another moment of a shared machine, so
+    # SLACK_S absorbs load noise; a call that waited on the absent server would not fit in it.
     undisturbed = MlflowClient(f"sqlite:///{trained_corpus / 'mlflow.db'}")
     (reference,) = undisturbed.search_runs(
         [undisturbed.get_experiment_by_name(SMOKE.tracking.experiment).experiment_id],
         filter_string="tags.model = 'baseline'",
     )
-    took = (run.info.end_time - run.info.start_time) / 1000
-    reference_s = (reference.info.end_time - reference.info.start_time) / 1000
-    print(f"gone for good: {took:.1f} s (process {wall_s:.1f} s); undisturbed {reference_s:.1f} s")
-    assert took <= 1.2 * reference_s
+
+    def after_first_epoch(client: MlflowClient, run) -> float:
+        first = min(m.timestamp for m in client.get_metric_history(run.info.run_id, "loss"))
+        return (run.info.end_time - first) / 1000
+
+    took, reference_s = after_first_epoch(client, run), after_first_epoch(undisturbed, reference)
+    print(
+        f"after epoch 1: {took:.1f} s with the server gone (process {wall_s:.1f} s in all), "
+        f"{reference_s:.1f} s undisturbed"
+    )
+    assert took <= 1.2 * reference_s + SLACK_S
+
+
+SLACK_S = 10.0
+"""Seconds of load noise allowed between two runs of the shared test machine."""
