@@ -632,14 +632,10 @@ def _send_artifact(client: MlflowClient, run_id: str, record: dict) -> None:
 
 
 def _send_model(client: MlflowClient, run_id: str, record: dict) -> None:
+    details = dict(record["details"])
+    shape, decode = tuple(details.pop("frame_shape")), details.pop("decode_settings")
     log_model(
-        Path(record["path"]),
-        tuple(record["frame_shape"]),
-        record["decode"],
-        np.load(record["example"]),
-        python_model=record["python_model"],
-        keras_artifact=record["keras_artifact"],
-        run_id=run_id,
+        Path(record["path"]), shape, decode, np.load(record["example"]), run_id=run_id, **details
     )
 
 
@@ -714,29 +710,15 @@ class TrainingRun:
             kept = self.outbox.keep(path, f"{artifact_path}/{path.name}")
             self.outbox.add("artifact", path=kept, artifact_path=artifact_path)
 
-    def log_model(
-        self,
-        model_path: Path,
-        frame_shape: tuple[int, int, int],
-        decode_settings: Mapping[str, Any],
-        input_example: np.ndarray,
-        *,
-        python_model: str,
-        keras_artifact: str,
-    ) -> None:
-        """:func:`log_model` when the outbox gets to it, from copies of the file and example."""
+    def log_model(self, model_path: Path, input_example: np.ndarray, **details: Any) -> None:
+        """:func:`log_model` when the outbox gets to it, from copies of the file and example;
+        ``details``: its ``frame_shape``, ``decode_settings``, ``python_model`` and
+        ``keras_artifact``."""
         example = self.outbox.folder / "files" / "model" / "input_example.npy"
         example.parent.mkdir(parents=True, exist_ok=True)
         np.save(example, np.asarray(input_example, dtype=np.uint8))
-        self.outbox.add(
-            "model",
-            path=self.outbox.keep(model_path, f"model/{Path(model_path).name}"),
-            frame_shape=list(frame_shape),
-            decode=dict(decode_settings),
-            example=str(example),
-            python_model=python_model,
-            keras_artifact=keras_artifact,
-        )
+        path = self.outbox.keep(model_path, f"model/{Path(model_path).name}")
+        self.outbox.add("model", path=path, example=str(example), details=details)
 
 
 @contextmanager

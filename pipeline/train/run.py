@@ -286,9 +286,9 @@ def train_and_record(
         write_json(paths.metrics(f"train_{model}"), summary(read_history(out / "history.csv")))
         record.log_model(
             model_card.network_file(paths.model(model)),
-            frame_shape,
-            dataclasses.asdict(settings),
             example_clip(train_rows, paths.shards),
+            frame_shape=frame_shape,
+            decode_settings=dataclasses.asdict(settings),
             python_model=pyfunc.__file__,
             keras_artifact=pyfunc.KERAS_ARTIFACT,
         )
