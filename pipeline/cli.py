@@ -1,6 +1,7 @@
 """``trailers <stage>``: one subcommand per pipeline stage.
 
 Exit codes: 0 success, 1 the stage failed (bad data, failed videos), 2 bad usage or config,
+75 outputs written but the MLflow run lacks records (``trailers train --sync`` sends them),
 130 interrupted (Ctrl-C). Every stage module has ``run(config, **flags)``; the config is
 checked before the stage's module, and its heavy libraries, are imported.
 """
@@ -90,7 +91,12 @@ STAGES: dict[str, Stage] = {
                 "default": "classifier",
                 "help": "the ConvLSTM classifier (model.cell) or the per-frame baseline "
                 "(default: %(default)s)",
-            }
+            },
+            "--sync": {
+                "action": "store_true",
+                "help": "train nothing: send the MLflow records the model's earlier runs could "
+                "not (the tracking server was away), then exit 0 if its runs are complete",
+            },
         },
     ),
     "evaluate": Stage(
@@ -230,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         module.run(config, **flags)
     except StageError as exc:
         print(f"trailers {args.stage}: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print(
             f"trailers {args.stage}: interrupted; every output is whole or absent, rerun to finish",

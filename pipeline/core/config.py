@@ -472,11 +472,20 @@ class TrackingConfig(_Section):
 
     ``tracking_uri: null`` means ``MLFLOW_TRACKING_URI`` if set, else an SQLite store at
     ``<project>/mlflow.db`` (an absolute path, so ``dvc exp run --temp`` logs to the same store).
+
+    A training run never waits on the server: ``request_timeout_s`` and ``request_retries`` are
+    MLflow's ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` for the stage
+    (the environment's own values win), ``retry_every_s`` how often an absent server is tried
+    again, ``flush_timeout_s`` how long the end of a run waits for records still being sent.
     """
 
     tracking_uri: str | None = None
     experiment: str = "trailer-genres"
     system_metrics_interval_s: float = Field(1.0, gt=0)
+    request_timeout_s: int = Field(5, gt=0)
+    request_retries: int = Field(1, ge=0, le=10)
+    retry_every_s: float = Field(5.0, gt=0)
+    flush_timeout_s: float = Field(30.0, ge=0)
 
 
 def tracking_uri(tracking: TrackingConfig) -> str:
