@@ -38,6 +38,7 @@ from tcp_gate import TcpGate
 
 import pipeline.model  # noqa: F401  registers the layers the saved model names
 from pipeline import GENRES
+from pipeline.core import model_card
 from pipeline.core.config import PROJECT_ROOT, TrackingConfig, load_config
 from pipeline.core.errors import StageError
 from pipeline.core.manifest import read_manifest
@@ -482,10 +483,8 @@ def test_a_server_gone_for_good_neither_stalls_nor_changes_training_and_sync_com
     # dominates) to the run's end. The reference ran at another moment of a shared machine, so
     # SLACK_S absorbs load noise; a call that waited on the absent server would not fit in it.
     undisturbed = MlflowClient(f"sqlite:///{trained_corpus / 'mlflow.db'}")
-    (reference,) = undisturbed.search_runs(
-        [undisturbed.get_experiment_by_name(SMOKE.tracking.experiment).experiment_id],
-        filter_string="tags.model = 'baseline'",
-    )
+    trained = model_card.read(trained_corpus / "models" / "baseline").card  # its training run
+    reference = undisturbed.get_run(trained.mlflow_run_id)
 
     def after_first_epoch(client: MlflowClient, run) -> float:
         first = min(m.timestamp for m in client.get_metric_history(run.info.run_id, "loss"))

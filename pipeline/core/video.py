@@ -14,6 +14,7 @@ centre-cropped to exactly ``height x width``, and returned channels_first ``(fra
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -238,14 +239,16 @@ class _DecordFrames:
 
         decord.logging.set_level(_ffmpeg_level(decord.logging.WARNING, decord.logging.QUIET))
         self._errors = (RuntimeError, decord.DECORDError)
+        self._open_reader = functools.partial(
+            decord.VideoReader,
+            str(path),
+            width=geometry.scaled_width,
+            height=geometry.scaled_height,
+            num_threads=threads,
+            fault_tol=fault_tolerance,
+        )
         try:
-            self._reader = decord.VideoReader(
-                str(path),
-                width=geometry.scaled_width,
-                height=geometry.scaled_height,
-                num_threads=threads,
-                fault_tol=fault_tolerance,
-            )
+            self._reader = self._open_reader()
             stamps = self._reader.get_frame_timestamp(range(len(self._reader)))
         except self._errors as exc:
             raise VideoError(f"decord cannot open it ({_first_line(exc)})") from None
@@ -262,23 +265,23 @@ class _DecordFrames:
             ) from None
 
     def _where(self, start: int, stop: int) -> str:
-        """The first source frame of a failed read that fails alone (read again one by one:
-        the batch's own error does not say which frame broke), twice: a threaded decoder may
-        raise a failure left from the batch on the next read."""
-        for index in range(start, stop):
-            if not self._readable(index) and not self._readable(index):
-                return f"at source frame {index} ({self.starts[index]:.3f} s)"
+        """The first source frame of a failed read that fails alone, read one by one by a
+        fresh reader: the batch's own error does not say which frame broke, and a threaded
+        decoder may raise a failure left from the batch on the reader's next reads."""
+        fresh = self._open_reader()
+        try:
+            for index in range(start, stop):
+                try:
+                    fresh.get_batch([index])
+                except self._errors:
+                    return f"at source frame {index} ({self.starts[index]:.3f} s)"
+        finally:
+            del fresh
+            gc.collect()
         first, last = start, stop - 1
         return (
             f"in source frames {first}-{last} ({self.starts[first]:.3f}-{self.starts[last]:.3f} s)"
         )
-
-    def _readable(self, index: int) -> bool:
-        try:
-            self._reader.get_batch([index])
-        except self._errors:
-            return False
-        return True
 
     def close(self) -> None:
         del self._reader  # decord leaks readers that stay referenced (dmlc/decord#1, #323)
