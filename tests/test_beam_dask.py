@@ -103,6 +103,7 @@ def test_a_local_cluster_decodes_the_same_shards_and_a_dead_address_is_one_line(
     assert files(root / shards, root) == files(validated_corpus / shards, validated_corpus)
 
 
+@pytest.mark.slow  # the session's Dask cluster starts for it (4 s) and it runs 8 s there
 def test_every_branch_and_output_runs_on_the_cluster(dask_scheduler: str, tmp_path: Path):
     """What upstream's DaskRunner loses: all branches but the last, the outputs of a
     multi-output ParDo by tag, and what a DoFn emits in ``finish_bundle``."""

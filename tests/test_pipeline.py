@@ -116,6 +116,7 @@ def dvc_stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+@pytest.mark.slow  # a process that imports the stage (TensorFlow's import: up to 6 s)
 @pytest.mark.parametrize("stage", DVC_STAGES)
 def test_each_stage_depends_on_all_the_code_it_runs(stage: str):
     spec = dvc_stages()[stage]
