@@ -290,7 +290,7 @@ def main() -> None:
     parser.add_argument(
         "--dask-copies", type=int, default=80, help="bigbuckbunny copies for Dask (80: 6.9 min)"
     )
-    parser.add_argument("--only", choices=("all", "dask"), default="all")
+    parser.add_argument("--only", choices=("all", "demo", "dask"), default="all")
     args = parser.parse_args()
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its own config says INFO
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
@@ -304,6 +304,8 @@ def main() -> None:
             overrides.append(f"synth.n_trailers={args.trailers}")
         synth.run(load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", overrides))
         measure(f"demo corpus ({args.trailers or 'default'} trailers)", demo, args.repeats)
+        if args.only == "demo":
+            return
         long_root = long_video_corpus(Path(scratch) / "long", args.copies)
         measure(f"bigbuckbunny.mp4 x{args.copies}", long_root, args.repeats)
         dask_root = long_video_corpus(Path(scratch) / "dask", args.dask_copies)
