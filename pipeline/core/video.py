@@ -265,12 +265,13 @@ class _DecordFrames:
             ) from None
 
     def _where(self, start: int, stop: int) -> str:
-        """The first source frame of a failed read that fails alone, read one by one by a
-        fresh reader: the batch's own error does not say which frame broke, and a threaded
-        decoder may raise a failure left from the batch on the reader's next reads."""
+        """The first source frame from ``start`` on that fails alone, read one by one by a
+        fresh reader: the batch's own error does not say which frame broke, a threaded decoder
+        may raise a failure left from the batch on the reader's next reads, and decord's
+        read-ahead may meet a broken packet past ``stop`` while it serves the batch."""
         fresh = self._open_reader()
         try:
-            for index in range(start, stop):
+            for index in range(start, len(self.starts)):
                 try:
                     fresh.get_batch([index])
                 except self._errors:
