@@ -102,10 +102,17 @@ def container_duration(path: str | Path) -> float | None:
 
 
 def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    declared = _stream_duration(stream)
+    if declared is None and container.duration is not None:
+        return container.duration / av.time_base
+    return declared
+
+
+def _stream_duration(stream: av.VideoStream) -> float | None:
+    """The video stream's own declared duration (seconds), not the container's, which counts
+    an audio track that may run longer."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / av.time_base
     return None
 
 
@@ -486,11 +493,10 @@ def _missing_seconds(path: str | Path, starts: np.ndarray, duration_s: float) ->
     measurably, or if the header declares none)."""
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            if stream.duration is None or stream.time_base is None:
-                return 0.0
-            declared = float(stream.duration * stream.time_base)
+            declared = _stream_duration(container.streams.video[0])
     except (av.FFmpegError, IndexError, OSError):
+        return 0.0
+    if declared is None:
         return 0.0
     interval = float(np.median(np.diff(starts))) if len(starts) > 1 else duration_s
     missing = declared - duration_s
