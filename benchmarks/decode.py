@@ -38,15 +38,19 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 
-import av
-import imageio_ffmpeg
-import numpy as np
+from pipeline.infra.noise import configure
 
-from pipeline.core.config import PROJECT_ROOT, Config, load_config
-from pipeline.core.video import Geometry, sample_times
-from pipeline.decode import run as decode
-from pipeline.infra.beam import local_cluster
-from pipeline.synth import run as synth
+configure(-1)  # as the stages: library chatter off before the libraries load
+
+import av  # noqa: E402
+import imageio_ffmpeg  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.core.config import PROJECT_ROOT, Config, load_config  # noqa: E402
+from pipeline.core.video import Geometry, sample_times  # noqa: E402
+from pipeline.decode import run as decode  # noqa: E402
+from pipeline.infra.beam import local_cluster  # noqa: E402
+from pipeline.synth import run as synth  # noqa: E402
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -177,16 +181,17 @@ def rounds(repeats: int, methods: dict[str, Callable[[], None]]) -> dict[str, li
 
 def measure(name: str, data_dir: Path, repeats: int) -> None:
     config = load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", [f"paths.data_dir={data_dir}"])
-    one, two = (
+    one, two, two_pyav = (
         load_config(
             PROJECT_ROOT / "configs" / "pipeline.yaml",
             [
                 f"paths.data_dir={data_dir}",
                 f"beam.num_workers={workers}",
                 "decode.decoder_threads=1",
+                f"decode.decoder={decoder}",
             ],
         )
-        for workers in (1, 2)
+        for workers, decoder in ((1, "auto"), (2, "auto"), (2, "pyav"))
     )
     videos = sorted(config.paths.videos.glob("*.mp4"))
     frames = source_frames(videos)
@@ -197,6 +202,7 @@ def measure(name: str, data_dir: Path, repeats: int) -> None:
             "PyAV": lambda: pyav(videos, config),
             "stage, 1 worker": lambda: stage(one),
             "stage, 2 workers": lambda: stage(two),
+            "stage, 2, PyAV": lambda: stage(two_pyav),
         },
     )
     reference = seconds["ffmpeg CLI"]
@@ -284,9 +290,8 @@ def main() -> None:
     parser.add_argument(
         "--dask-copies", type=int, default=80, help="bigbuckbunny copies for Dask (80: 6.9 min)"
     )
-    parser.add_argument("--only", choices=("all", "dask"), default="all")
+    parser.add_argument("--only", choices=("all", "demo", "dask"), default="all")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its own config says INFO
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
         if args.only == "dask":
@@ -299,6 +304,8 @@ def main() -> None:
             overrides.append(f"synth.n_trailers={args.trailers}")
         synth.run(load_config(PROJECT_ROOT / "configs" / "pipeline.yaml", overrides))
         measure(f"demo corpus ({args.trailers or 'default'} trailers)", demo, args.repeats)
+        if args.only == "demo":
+            return
         long_root = long_video_corpus(Path(scratch) / "long", args.copies)
         measure(f"bigbuckbunny.mp4 x{args.copies}", long_root, args.repeats)
         dask_root = long_video_corpus(Path(scratch) / "dask", args.dask_copies)

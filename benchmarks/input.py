@@ -30,7 +30,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from pipeline.infra.noise import configure  # noqa: E402
+
+configure(-1)  # as the stages: library chatter off before the libraries load (TensorFlow's too)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -23,7 +23,9 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from pipeline.infra.noise import configure  # noqa: E402
+
+configure(-1)  # as the stages: library chatter off before the libraries load (TensorFlow's too)
 # oneDNN: TensorFlow turns it on only on CPUs with AVX-512; without it there is no NCHW
 # convolution on CPU at all, and the Keras channels_first reference cannot run.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

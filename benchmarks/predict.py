@@ -36,7 +36,9 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from pipeline.infra.noise import configure  # noqa: E402
+
+configure(-1)  # as the stages: library chatter off before the libraries load (TensorFlow's too)
 
 import imageio_ffmpeg  # noqa: E402
 

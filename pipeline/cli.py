@@ -1,6 +1,7 @@
 """``trailers <stage>``: one subcommand per pipeline stage.
 
 Exit codes: 0 success, 1 the stage failed (bad data, failed videos), 2 bad usage or config,
+75 outputs written but the MLflow run lacks records (``trailers train --sync`` sends them),
 130 interrupted (Ctrl-C). Every stage module has ``run(config, **flags)``; the config is
 checked before the stage's module, and its heavy libraries, are imported.
 """
@@ -92,29 +93,36 @@ STAGES: dict[str, Stage] = {
                 "default": "classifier",
                 "help": "the ConvLSTM classifier (model.cell) or the per-frame baseline "
                 "(default: %(default)s)",
-            }
+            },
+            "--sync": {
+                "action": "store_true",
+                "help": "train nothing: send the MLflow records the model's earlier runs could "
+                "not (the tracking server was away), then exit 0 if its runs are complete",
+            },
         },
     ),
     "evaluate": Stage(
         "pipeline.evaluate.run",
         "score the classifier and the per-frame baseline per genre on a labelled split "
         "(evaluate.split) and measure the gain from time; frames and segments against "
-        "segment labels only, trailer-level labels at trailer level",
+        "segment labels only, trailer-level labels at trailer level; tune each genre's "
+        "segment rule on val and store it with the model",
         reads=lambda paths: (
             f"{paths.model('classifier')}/, {paths.model('baseline')}/, {paths.manifest} and "
             "the val and test shards"
         ),
         writes=lambda paths: (
             f"{paths.metrics('evaluate')}, {paths.evaluate_report}, {paths.pr_curve('<genre>')}, "
-            f"{paths.evaluate_figures}/, {paths.evaluate_viewer}/, an MLflow run per model"
+            f"{paths.evaluate_figures}/, {paths.evaluate_viewer}/, each model's segment rules "
+            "(in its folder), an MLflow run per model"
         ),
     ),
     "predict": Stage(
         "pipeline.predict.run",
         "genre timelines of any videos, streamed through the trained model chunk by chunk",
         reads=lambda paths: (
-            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (the network and its card) or "
-            "--model"
+            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (the network, its card and "
+            "the segment rules tuned on val, unless timeline.rules: config) or --model"
         ),
         writes=lambda paths: (
             f"{paths.stage_outputs('predict')}/ (or --out): <name>.timeline.csv, <name>.json, "
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         module.run(config, **flags)
     except StageError as exc:
         print(f"trailers {args.stage}: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print(
             f"trailers {args.stage}: interrupted; every output is whole or absent, rerun to finish",

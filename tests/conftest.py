@@ -21,11 +21,11 @@ import pytest  # noqa: E402
 from dask_cluster import dask_cluster
 from filelock import FileLock
 from helpers import (
-    TRAINED_EPOCHS,
-    copy_corpus,
+    REPRO_LOG,
+    dvc,
     path_overrides,
     smoke_config,
-    tracked_paths,
+    smoke_project,
     trailers,
 )
 
@@ -114,25 +114,16 @@ def validated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_corpus(validated_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the validated corpus with both models trained by ``trailers train``
-    (:data:`TRAINED_EPOCHS` smoke epochs each), MLflow's store at ``<root>/mlflow.db``.
+def trained_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``dvc repro`` of the whole smoke pipeline in a :func:`smoke_project`: synth, decode,
+    validate, both models trained (:data:`TRAINED_EPOCHS` epochs each), evaluate; MLflow's
+    store at ``<root>/mlflow.db``, what the repro printed at ``<root>/<REPRO_LOG>``. One run of
+    the stages serves the DVC test and every test that needs trained models.
     Shared: read it, or copy it."""
 
     def build(root: Path) -> None:
-        copy_corpus(validated_corpus, root)
-        run_stages(
-            root,
-            *(
-                (
-                    "train",
-                    f"--model={model}",
-                    f"train.epochs={TRAINED_EPOCHS}",
-                    *tracked_paths(root),
-                )
-                for model in ("classifier", "baseline")
-            ),
-        )
+        reproduced = dvc(smoke_project(root), "repro")
+        (root / REPRO_LOG).write_text(reproduced.stdout + reproduced.stderr)
 
     return built_once(tmp_path_factory, "trained", build)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,13 @@ SMOKE_CONFIG = ROOT / "configs" / "smoke.yaml"
 WEAK_CONFIG = ROOT / "configs" / "weak.yaml"
 COMMITTED_SCHEMA = ROOT / "configs" / "schema.pbtxt"
 
-TRAINED_EPOCHS = 4
-"""The session's models train this long: enough for the loss to fall (test_train_run checks it),
-not to learn the smoke corpus, which is too small to (see test_evaluate's learning test)."""
+TRAINED_EPOCHS = load_config(SMOKE_CONFIG).train.epochs
+"""The session's models (``dvc repro`` of the smoke pipeline) train this long: enough for the
+loss to fall (test_train_stage checks it), not to learn the smoke corpus, which is too small to
+(tests/README.md has the measurements)."""
+
+REPRO_LOG = "repro.log"
+"""What the first ``dvc repro`` of the session's smoke project printed, in that project."""
 
 
 def smoke_config(root: Path, *overrides: str) -> Config:
@@ -71,3 +76,37 @@ def trailers(
         text=True,
         check=False,
     )
+
+
+def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """``dvc <args>`` in ``project`` with this venv's ``trailers`` first on the path and
+    MLflow's store at ``<project>/mlflow.db``; fails the test unless it exits 0."""
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": str(bin_dir) + os.pathsep + os.environ["PATH"],
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
+    result = subprocess.run(
+        [str(bin_dir / "dvc"), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def smoke_project(folder: Path) -> Path:
+    """A copy of the project in ``folder`` whose demo config is the smoke config, as a DVC repo
+    without git: ``dvc repro`` there runs the whole smoke pipeline, laid out as
+    :func:`path_overrides` lays out a corpus."""
+    for name in ("pipeline", "configs"):
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, folder / name)
+    shutil.copy(SMOKE_CONFIG, folder / "configs" / "pipeline.yaml")
+    dvc(folder, "init", "--no-scm", "-q")
+    return folder

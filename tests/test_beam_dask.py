@@ -4,8 +4,10 @@ the work spread over the workers (as the cluster's scheduler recorded it)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import apache_beam as beam
@@ -42,9 +44,10 @@ def files(folder: Path, root: Path) -> dict[str, bytes]:
     }
 
 
-def run(stage: str, root: Path, *overrides: str) -> None:
+def run(stage: str, root: Path, *overrides: str) -> subprocess.CompletedProcess:
     result = trailers(stage, SCHEMA, *overrides, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def free_port() -> int:
@@ -93,11 +96,14 @@ def test_a_local_cluster_decodes_the_same_shards_and_a_dead_address_is_one_line(
     )
     assert "Traceback" not in result.stderr
 
-    run("decode", root, "beam.runner=apache_beam.runners.dask.dask_runner.DaskRunner")
+    local = run("decode", root, "beam.runner=apache_beam.runners.dask.dask_runner.DaskRunner")
+    # Quiet as the DirectRunner: the cluster's INFO lines and its workers' warnings stay hidden.
+    assert not re.search(r"distributed\.\w+: |FutureWarning", local.stderr), local.stderr
     shards = Path("data") / "shards"
     assert files(root / shards, root) == files(validated_corpus / shards, validated_corpus)
 
 
+@pytest.mark.slow  # the session's Dask cluster starts for it (4 s) and it runs 8 s there
 def test_every_branch_and_output_runs_on_the_cluster(dask_scheduler: str, tmp_path: Path):
     """What upstream's DaskRunner loses: all branches but the last, the outputs of a
     multi-output ParDo by tag, and what a DoFn emits in ``finish_bundle``."""

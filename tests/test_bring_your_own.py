@@ -16,13 +16,13 @@ import av
 import numpy as np
 import pytest
 from helpers import ROOT, SMOKE_CONFIG, copy_corpus, path_overrides, trailers
-from media import frame_codes, write_video
+from media import FFMPEG_LINE, frame_codes, write_video
 
 from pipeline import GENRES
 from pipeline.core.annotations import check_trailer_id, labelled_trailers
 from pipeline.core.config import Config, ConfigError, load_config
 from pipeline.core.manifest import ShardRow, read_manifest
-from pipeline.core.video import sample_times
+from pipeline.core.video import sample_times, sample_video
 
 NAMES = (  # spaces, an accent, dots, parentheses, '#', a sub-folder; the first two slug alike
     "Movie Title (2019) - Official Trailer #2.mp4",
@@ -33,7 +33,17 @@ NAMES = (  # spaces, an accent, dots, parentheses, '#', a sub-folder; the first 
 
 
 CODED_FRAMES, CODED_RATE = 50, 25
-"""The frame-numbered .ts and .mpg of the catalogue: 2 s at 25 fps."""
+"""The frame-numbered videos of the catalogue: 2 s at 25 fps."""
+CODED_VIDEOS = {
+    "news clip.ts": "libx264",  # containers decord misplaces frames in (remuxed first)
+    "old tape.mpg": "mpeg2video",
+    "web stream.mkv": "libsvtav1",  # AV1: decord's FFmpeg has no decoder, PyAV reads it
+    "web stream av1.mp4": "libsvtav1",
+    "web stream.webm": "libvpx-vp9",
+    "phone clip hevc.mp4": "libx265",
+    "webcam.avi": "mjpeg",
+}
+PYAV_READ = {"web stream.mkv", "web stream av1.mp4"}
 
 
 def smoke_videos(corpus: Config) -> list[Path]:
@@ -54,13 +64,14 @@ def reencode(source: Path, target: Path, container: str, codec: str) -> Path:
 
 
 def catalogue(folder: Path, corpus: Config) -> Path:
-    """A folder of the smoke videos under awkward names, a .ts, an .mpg and two non-videos."""
+    """A folder of the smoke videos under awkward names, frame-numbered videos in other codecs
+    and containers (:data:`CODED_VIDEOS`), and two non-videos."""
     videos = smoke_videos(corpus)
     for name, source in zip(NAMES, videos, strict=False):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, folder / name)
-    write_video(folder / "news clip.ts", CODED_FRAMES, CODED_RATE)
-    write_video(folder / "old tape.mpg", CODED_FRAMES, CODED_RATE, codec="mpeg2video")
+    for name, codec in CODED_VIDEOS.items():
+        write_video(folder / name, CODED_FRAMES, CODED_RATE, codec=codec)
     (folder / "notes.txt").write_text("not a video\n")
     (folder / ".thumbnail.mp4").write_bytes(b"")
     return folder
@@ -93,7 +104,7 @@ def test_a_folder_of_named_files_decodes_every_one(smoke_corpus, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     decoded = report(tmp_path)
-    names = {*NAMES, "news clip.ts", "old tape.mpg"}
+    names = {*NAMES, *CODED_VIDEOS}
     assert decoded["failed"] == [] and decoded["videos"] == len(names)
     assert set(decoded["trailers"].values()) == names
     ids = list(decoded["trailers"])
@@ -112,12 +123,34 @@ def test_a_folder_of_named_files_decodes_every_one(smoke_corpus, tmp_path):
             i for i, name in decoded["trailers"].items() if name == video
         }
         assert all(row.label_level is None and row.split == "unlabelled" for row in video_rows)
-    # The containers decord misplaces frames in (remuxed first): each sampled frame is the one
-    # on screen at its time, by the number it shows.
+    assert not FFMPEG_LINE.search(result.stderr), result.stderr
+    # Every codec and container: each sampled frame is the one on screen at its time, by the
+    # number it shows; decord reads all but AV1, PyAV that.
     fps = smoke_corpus.decode.fps
     on_screen = np.floor(sample_times(CODED_FRAMES / CODED_RATE, fps) * CODED_RATE + 1e-9)
-    for video in ("news clip.ts", "old tape.mpg"):
+    for video in CODED_VIDEOS:
         assert frame_codes(frames(tmp_path, rows[video])).tolist() == on_screen.tolist(), video
+    for video, video_rows in rows.items():
+        expected = "pyav" if video in PYAV_READ else "decord"
+        assert {row.decoder for row in video_rows} == {expected}, video
+    # The reader at predict's settings gives decode's frames, byte for byte.
+    for video in [*CODED_VIDEOS, NAMES[0]]:
+        source = folder / video
+        decode = smoke_corpus.decode
+        sampling, chunks = sample_video(  # as predict_video calls it
+            source,
+            fps,
+            decode.height,
+            decode.width,
+            decode.aspect,
+            smoke_corpus.predict.chunk_frames,
+            threads=smoke_corpus.predict.decoder_threads,
+            fault_tolerance=decode.fault_tolerance,
+            remux_formats=decode.remux_formats,
+            allow_truncated=decode.allow_truncated,
+        )
+        predicted = np.concatenate(list(chunks))
+        assert np.array_equal(predicted, frames(tmp_path, rows[video])), video
 
 
 def spreadsheet_csv(path: Path, lines: list[str]) -> None:

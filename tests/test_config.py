@@ -43,6 +43,19 @@ def test_override_changes_value_and_type_is_kept():
         ("synth.genres_per_trailer=[2, 7]", "synth.genres_per_trailer: expected [min, max] with 1"),
         ("train.weak_labels=both", "train.weak_labels: Input should be 'broadcast' or 'mil'"),
         ("train.mil_top_fraction=0", "train.mil_top_fraction: Input should be greater than 0"),
+        (
+            "timeline.offset_threshold=0.6",
+            "timeline: offset_threshold (0.6) must not exceed threshold",
+        ),
+        ("timeline.smoothing=mean", "timeline.smoothing: Input should be 'none', 'median' or"),
+        (
+            "evaluate.tune_rules.onsets=[0.5, 1.2]",
+            "evaluate.tune_rules.onsets: expected a non-empty list in (0, 1)",
+        ),
+        (
+            "evaluate.tune_rules.min_gap_s=[]",
+            "evaluate.tune_rules.min_gap_s: expected a non-empty list",
+        ),
     ],
 )
 def test_bad_values_name_the_key(override, message):

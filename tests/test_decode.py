@@ -20,11 +20,26 @@ import av
 import numpy as np
 import pytest
 from helpers import trailers, trailers_command
-from media import frame_codes, write_audio_only, write_no_frames, write_video
+from media import (
+    cut_short,
+    ffmpeg,
+    frame_codes,
+    write_audio_only,
+    write_no_frames,
+    write_rotated,
+    write_video,
+)
 
 from pipeline.core.annotations import Segment
 from pipeline.core.manifest import ShardRow, read_manifest
-from pipeline.core.video import Geometry, frames_at, sample_times
+from pipeline.core.video import (
+    Geometry,
+    VideoError,
+    frames_at,
+    read_frames,
+    sample_times,
+    sample_video,
+)
 from pipeline.decode.worker import frame_labels
 
 
@@ -93,6 +108,55 @@ def test_sample_times_cover_the_duration_and_no_more():
     assert sample_times(2.0, 8.0).tolist() == [k / 8 for k in range(16)]
     assert len(sample_times(2.01, 8.0)) == 17
     assert len(sample_times(0.05, 8.0)) == 1
+
+
+def test_a_file_cut_short_gives_its_readable_frames_or_fails_if_not_allowed(tmp_path, caplog):
+    whole = write_video(tmp_path / "whole.mp4", 100, 25, size=(160, 120), faststart=True)
+    cut = cut_short(whole, tmp_path / "cut.mp4")
+    geometry = Geometry.fit(160, 120, 32, 32, "letterbox")
+    sampling, chunks = read_frames(cut, 8.0, geometry, chunk_frames=8)
+    frames = np.concatenate(list(chunks))
+    assert 0 < sampling.duration_s < 3.5 and sampling.missing_s == pytest.approx(
+        4.0 - sampling.duration_s
+    )
+    on_screen = np.floor(sample_times(sampling.duration_s, 8.0) * 25 + 1e-9)
+    assert frame_codes(frames).tolist() == on_screen.tolist()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "cut.mp4" in warnings[0] and "ends early" in warnings[0]
+
+    read = {}
+    for decoder in ("auto", "pyav"):  # decord reads the whole file; PyAV too when asked
+        whole_sampling, whole_chunks = read_frames(
+            whole, 8.0, geometry, chunk_frames=8, decoder=decoder
+        )
+        read[whole_sampling.decoder] = np.concatenate(list(whole_chunks))
+        assert whole_sampling.missing_s == 0 and whole_sampling.duration_s == pytest.approx(4.0)
+    assert np.array_equal(read["decord"], read["pyav"])  # the same pixels either way
+    with pytest.raises(VideoError, match="ends early.*allow_truncated is false"):
+        read_frames(cut, 8.0, geometry, chunk_frames=8, allow_truncated=False)
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_rotated_clip_is_turned_upright_as_players_show_it(tmp_path, degrees):
+    clip = write_rotated(tmp_path / "phone.mp4", degrees)
+    sampling, chunks = sample_video(clip, 8.0, 32, 32, "letterbox", chunk_frames=8)
+    frames = np.concatenate(list(chunks))
+    width, height = (48, 64) if degrees in (90, 270) else (64, 48)
+    upright = subprocess.run(  # FFmpeg's CLI turns it as players do (autorotate)
+        [ffmpeg(), "-v", "error", "-i", str(clip), "-frames:v", "1"]
+        + ["-vf", f"scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    reference = np.frombuffer(upright, np.uint8).reshape(height, width) > 128
+    scale = 32 / max(width, height)
+    w, h = round(width * scale), round(height * scale)
+    top, left = (32 - h) // 2, (32 - w) // 2
+    ours = frames[0].mean(axis=0)[top : top + h, left : left + w] > 128
+    bright = np.argwhere(reference).mean(axis=0) / (height, width)
+    assert np.abs(np.argwhere(ours).mean(axis=0) / (h, w) - bright).max() < 0.05, degrees
+    assert sampling.decoder == ("pyav" if degrees in (90, 270) else "decord")
+    assert frames.shape == (len(sampling.times), 3, 32, 32)
 
 
 def test_frames_at_picks_the_frame_on_screen():
@@ -237,14 +301,14 @@ def test_bad_inputs_are_reported_one_line_each_and_the_rest_is_decoded(tmp_path)
         [f"{trailer_id},train" for trailer_id in videos]
         + ["genre,val", "backwards,val", "good,test"],
     )
-    result = decode(tmp_path, check=False)
+    result = decode(tmp_path, "decode.allow_truncated=false", check=False)
     assert result.returncode == 1
     assert "videos failed" in result.stderr and "decode_report.json" in result.stderr
     failed = {row["trailer_id"]: row["reason"] for row in report(tmp_path)["failed"]}
     reasons = [row["reason"] for row in report(tmp_path)["failed"]]
     expected = {
         "truncated": "trailer_truncated.mp4",
-        "truncated_fast": "trailer_truncated_fast.mp4",
+        "truncated_fast": "ends early: frames stop at 5.16 s of the 12.00 s",
         "corrupt": "trailer_corrupt.mp4",
         "empty": "empty file",
         "text": "not a readable video container",
@@ -269,17 +333,22 @@ def test_bad_inputs_are_reported_one_line_each_and_the_rest_is_decoded(tmp_path)
     assert not (tmp_path / "escape.npy").exists()
     # "good" has two split rows and "late" a segment past its end: only "fine" is decoded.
     assert {row.trailer_id for row in manifest(tmp_path)} == {"fine"}
-    decode_folder = [  # the same files, unlabelled, from a folder: the readable one is decoded
-        "decode.source=folder",
+    decode_folder = [  # the same files, unlabelled, from a folder: the readable ones decoded,
+        "decode.source=folder",  # the one cut short with its index intact up to its cut
         f"decode.input_dir={tmp_path / 'data' / 'videos'}",
         "decode.max_failed_fraction=1.0",
     ]
-    decode(tmp_path, *decode_folder)
+    result = decode(tmp_path, *decode_folder)
     rows = manifest(tmp_path)
     assert {row.video for row in rows} == {
-        f"trailer_{name}.mp4" for name in ("good", "late", "fine")
+        f"trailer_{name}.mp4" for name in ("good", "late", "fine", "truncated_fast")
     }
     assert all(row.labels is None and row.split == "unlabelled" for row in rows)
+    cut = [row for row in rows if row.video == "trailer_truncated_fast.mp4"]
+    assert {row.missing_s for row in cut} == {6.84} and sum(row.frames for row in cut) == 42
+    assert {row.missing_s for row in rows} - {6.84} == {0.0}
+    warned = [line for line in result.stderr.splitlines() if "ends early" in line]
+    assert len(warned) == 1 and "trailer_truncated_fast.mp4" in warned[0], result.stderr
 
 
 @pytest.mark.slow

@@ -6,17 +6,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-from helpers import copy_corpus, path_overrides, smoke_config, trailers
+from helpers import REPRO_LOG, copy_corpus, path_overrides, smoke_config, trailers
 
 from pipeline import GENRES
 from pipeline.core import model_card
 from pipeline.core.manifest import read_manifest
+from pipeline.core.timeline import SegmentRule, config_rules, rules_to_dict
 from pipeline.evaluate.metrics import (
     RECALL_GRID,
     at_threshold,
@@ -25,11 +25,14 @@ from pipeline.evaluate.metrics import (
     iou,
     macro,
     match_segments,
+    mean_average_precision,
     roc_auc,
+    segment_average_precision,
     true_segments,
     tuned_threshold,
 )
 from pipeline.evaluate.report import ScoredTrailer, gain, model_report, summary
+from pipeline.evaluate.rules import tune_rules
 
 pytestmark = pytest.mark.xdist_group("evaluate")
 """Its module fixtures are built once: all its tests run in one xdist worker."""
@@ -86,6 +89,51 @@ def test_segments_match_one_to_one_at_the_iou_threshold():
     assert match_segments([], truth, 0.5) == 0
 
 
+def test_segment_map_of_a_known_ranking():
+    truth = [[(0.0, 4.0), (10.0, 14.0)], [(0.0, 4.0)]]
+    predicted = [
+        [((0.0, 4.0), 0.9), ((0.0, 3.0), 0.8), ((10.0, 14.0), 0.6)],  # 0.8: a duplicate
+        [((1.0, 4.0), 0.7)],  # IoU 0.75: a hit up to IoU 0.75, a miss from 0.8
+    ]
+    # Up to 0.75 (6 IoUs): hit, miss, hit, hit; interpolated precision 1 then 3/4 and 3/4 at
+    # recall 1/3, 2/3, 1: AP 5/6. From 0.8 (4 IoUs): hit, miss, miss, hit: 1 at 1/3, then 1/2
+    # at 2/3, never recall 1: AP 1/2. Their mean: (6 * 5/6 + 4 * 1/2) / 10 = 0.7.
+    assert segment_average_precision(predicted, truth, 0.5) == pytest.approx(5 / 6)
+    assert segment_average_precision(predicted, truth, 0.75) == pytest.approx(5 / 6)
+    assert segment_average_precision(predicted, truth, 0.8) == pytest.approx(1 / 2)
+    assert mean_average_precision(predicted, truth) == pytest.approx(0.7)
+    assert mean_average_precision([[], []], truth) == 0.0
+    assert mean_average_precision(predicted, [[], []]) is None
+
+
+def flickering(trailer_id: str) -> ScoredTrailer:
+    """20 frames at 4 fps, comedy in frames 4 to 16 (3 s); the classifier dips under every
+    threshold for one frame in its middle."""
+    labels = np.zeros((20, len(GENRES)), dtype=np.uint8)
+    labels[4:16, 0] = 1
+    probabilities = np.where(labels, 0.9, 0.05).astype(np.float32)
+    probabilities[10, 0] = 0.2
+    return ScoredTrailer(
+        trailer_id, 4.0, 5.0, f"{trailer_id}.mp4", labels, {"classifier": probabilities}
+    )
+
+
+def test_rules_tuned_on_val_bridge_the_flicker_that_splits_a_segment():
+    val = [flickering("a"), flickering("b")]
+    config = smoke_config(Path("unused"))
+    rules, sources = tune_rules(val, "classifier", config)
+    # The first of the best in grid order: no smoothing, onset 0.4, the 0.5 s minimum gap.
+    assert rules["comedy"] == SegmentRule(onset=0.4, offset=0.4, min_gap_s=0.5)
+    assert sources["comedy"] == {"from": "val", "val_segment_f1": 1.0}
+    assert sources["horror"] == {"from": "timeline"}  # no horror segment in val
+    assert rules["horror"] == config_rules(config.timeline)["horror"]
+    report = model_report(val, val, "classifier", config, rules)
+    assert report["genres"]["comedy"]["segments"]["iou50"]["f1"] == pytest.approx(1.0)
+    # Split in two halves of IoU 1/2 each: one match in two predictions, F1 2/3.
+    untuned = report["genres"]["comedy"]["segments_untuned"]["iou50"]
+    assert (untuned["matched"], untuned["predicted"], untuned["f1"]) == (2, 4, pytest.approx(2 / 3))
+
+
 def test_true_segments_are_the_runs_of_the_labels():
     labels = np.array([0, 1, 1, 0, 0, 1, 1, 1])
     assert true_segments(labels, fps=2.0, duration_s=3.9) == [(0.5, 1.5), (2.5, 3.9)]
@@ -114,7 +162,8 @@ def test_the_report_of_a_perfect_classifier_against_a_constant_baseline():
         scored("b", [none, action, action, action], 0.5),
     ]
     config = smoke_config(Path("unused"))
-    reports = {model: model_report(trailers, trailers, model, config) for model in MODELS}
+    rules = config_rules(config.timeline)
+    reports = {model: model_report(trailers, trailers, model, config, rules) for model in MODELS}
     classifier, baseline = reports["classifier"], reports["baseline"]
     # Only comedy and action have positive frames: the other four are undefined, left out.
     assert classifier["undefined"]["frames.average_precision"] == [
@@ -127,9 +176,14 @@ def test_the_report_of_a_perfect_classifier_against_a_constant_baseline():
     assert baseline["genres"]["action"]["frames"]["average_precision"] == pytest.approx(0.5)
     assert baseline["macro"]["average_precision"] == pytest.approx(0.375)
     # Segments: the classifier's timeline (threshold 0.5) is exactly the labels' runs.
-    assert classifier["genres"]["action"]["segments"] == pytest.approx(
-        {"matched": 2, "predicted": 2, "true": 2, "precision": 1.0, "recall": 1.0, "f1": 1.0}
-    )
+    for level in ("iou30", "iou50", "iou70"):
+        assert classifier["genres"]["action"]["segments"][level] == pytest.approx(
+            {"matched": 2, "predicted": 2, "true": 2, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+        )
+    assert classifier["macro"]["segment_map"] == pytest.approx(1.0)
+    assert classifier["undefined"]["segments.map"] == [
+        g for g in GENRES if g not in ("comedy", "action")
+    ]
     # Trailer level: comedy in a only, action in both (AP 1 for any ranking).
     assert classifier["genres"]["comedy"]["trailers"] == {"positives": 1, "average_precision": 1.0}
     assert baseline["genres"]["comedy"]["trailers"]["average_precision"] == pytest.approx(0.5)
@@ -152,15 +206,16 @@ def test_frames_are_scored_against_segment_labels_only():
     weak = dataclasses.replace(scored("w", [comedy] * 4, 0.5), label_level="trailer")
     weak = dataclasses.replace(weak, probabilities={m: np.full((4, 6), 0.01) for m in MODELS})
     config = smoke_config(Path("unused"))
-    alone = model_report(exact, exact, "classifier", config)
-    mixed = model_report([*exact, weak], [*exact, weak], "classifier", config)
+    rules = config_rules(config.timeline)
+    alone = model_report(exact, exact, "classifier", config, rules)
+    mixed = model_report([*exact, weak], [*exact, weak], "classifier", config, rules)
     assert mixed["label_levels"] == {"segment": 2, "trailer": 1}
     for genre in GENRES:  # the weak trailer's broadcast frames change no frame figure
         assert mixed["genres"][genre]["frames"] == alone["genres"][genre]["frames"]
         assert mixed["genres"][genre]["segments"] == alone["genres"][genre]["segments"]
     assert mixed["genres"]["comedy"]["trailers"]["positives"] == 2  # ...but count as a trailer
 
-    only_weak = model_report([weak], [weak], "classifier", config)
+    only_weak = model_report([weak], [weak], "classifier", config, rules)
     assert only_weak["label_levels"] == {"segment": 0, "trailer": 1}
     assert "trailer level" in only_weak["no_frame_scores"]
     assert only_weak["macro"]["average_precision"] is None
@@ -170,37 +225,30 @@ def test_frames_are_scored_against_segment_labels_only():
     assert "classifier_macro_ap" not in numbers and numbers["classifier_trailer_ap"] == 1.0
 
 
-@pytest.fixture(scope="module")
-def evaluated(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``trailers evaluate`` with registration on, in a copy of the trained corpus whose MLflow
-    store is a copy too (its training runs' artifacts stay where they are, read only).
-
-    Its tests are slow and get 900 s: the first test of a session to ask for ``trained_corpus``
-    pays for training both models (minutes on 2 shared cores)."""
-    root = copy_corpus(trained_corpus, tmp_path_factory.mktemp("evaluated"))
-    shutil.copytree(trained_corpus / "models", root / "models")
-    shutil.copy(trained_corpus / "mlflow.db", root / "mlflow.db")
-    overrides = [
-        *path_overrides(root),
-        f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-        "tracking.experiment=evaluation",
-        "evaluate.register_model=true",
-    ]
-    result = trailers("evaluate", *overrides, cwd=root)
-    return root, result
+def report_rules(paths) -> dict:
+    return json.loads(paths.evaluate_report.read_text())["rules"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_stage_writes_metrics_plots_pictures_and_pages(evaluated):
-    root, result = evaluated
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
+def test_the_stage_writes_metrics_plots_pictures_and_pages(trained_corpus: Path):
+    """``trailers evaluate`` as the session's ``dvc repro`` ran it (smoke config: registration
+    on)."""
+    root = trained_corpus
+    assert "Traceback" not in (root / REPRO_LOG).read_text()
     config = smoke_config(root)
     paths = config.paths
     metrics = json.loads(paths.metrics("evaluate").read_text())
     for model in MODELS:
         assert {f"{model}_macro_ap", f"{model}_trailer_ap"} <= set(metrics)
+        assert {f"{model}_segment_f1_iou{level}" for level in (30, 50, 70)} <= set(metrics)
+        assert {f"{model}_segment_map", f"{model}_segment_f1_untuned"} <= set(metrics)
+        stored = model_card.read(paths.model(model)).rules
+        assert stored["tuned_on"] == "val" and set(stored["rules"]) == set(GENRES)
+        assert rules_to_dict(stored["rules"]) == {
+            genre: {key: rule[key] for key in stored["rules"][genre].to_dict()}
+            for genre, rule in report_rules(paths)[model].items()
+        }
     assert "gain_macro_ap" in metrics
     assert all(type(value) in (int, float) for value in metrics.values())
     report = json.loads(paths.evaluate_report.read_text())
@@ -224,17 +272,18 @@ def test_the_stage_writes_metrics_plots_pictures_and_pages(evaluated):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(
-    evaluated,
+    trained_corpus: Path,
 ):
-    root, result = evaluated
-    assert result.returncode == 0, result.stderr[-3000:]
+    root = trained_corpus
     # A client of this store, not the process's tracking URI: another test in this process may
     # have set that (mlflow.set_tracking_uri outlives the test that calls it).
     store = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
-    experiment = client.get_experiment_by_name("evaluation")
+    experiment = client.get_experiment_by_name(smoke_config(root).tracking.experiment)
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {f"evaluate-{model}" for model in MODELS}
+    assert {name for name in runs if name.startswith("evaluate")} == {
+        f"evaluate-{model}" for model in MODELS
+    }
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     for model in MODELS:
         card = model_card.read(root / "models" / model).card
@@ -243,8 +292,14 @@ def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(
         assert run.data.metrics["test_macro_average_precision"] == pytest.approx(
             metrics[f"{model}_macro_ap"]
         )
+        assert run.data.metrics["test_macro_segment_map"] == pytest.approx(
+            metrics[f"{model}_segment_map"]
+        )
+        onset = model_card.read(root / "models" / model).rules["rules"]["comedy"].onset
+        assert run.data.params["rule_comedy_onset"] == str(onset)
         logged = {entry.path for entry in client.list_artifacts(run.info.run_id, "evaluate")}
         assert {
+            "evaluate/segment_rules.json",
             "evaluate/report.json",
             "evaluate/pr",
             "evaluate/figures",

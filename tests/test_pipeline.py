@@ -4,7 +4,6 @@ settings that only change how a stage runs rerun nothing; code a stage imports r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,25 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from dvc.repo import Repo
-from helpers import ROOT
+from helpers import REPRO_LOG, ROOT, dvc
 
 from pipeline.cli import STAGES
+from pipeline.core import model_card
 from pipeline.core.config import load_config
-
-BIN = Path(sys.executable).parent
-
-
-def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PATH": str(BIN) + os.pathsep + os.environ["PATH"],
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-    }
-    result = subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
 
 
 def stage_names(project: Path = ROOT) -> list[str]:
@@ -40,8 +25,10 @@ def stage_names(project: Path = ROOT) -> list[str]:
         return [stage.addressing for stage in repo.index.stages]
 
 
-def ran(result: subprocess.CompletedProcess) -> set[str]:
-    return {stage for stage in stage_names() if f"Running stage '{stage}'" in result.stdout}
+def ran(output: str | subprocess.CompletedProcess) -> set[str]:
+    """The stages a ``dvc repro`` ran, from what it printed."""
+    printed = output if isinstance(output, str) else output.stdout
+    return {stage for stage in stage_names() if f"Running stage '{stage}'" in printed}
 
 
 def set_params(config: Path, **changes: object) -> None:
@@ -54,22 +41,15 @@ def set_params(config: Path, **changes: object) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project whose demo config is the smoke config, as a DVC repo without git."""
-    for name in ("pipeline", "configs"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copy(ROOT / "configs" / "smoke.yaml", tmp_path / "configs" / "pipeline.yaml")
-    dvc(tmp_path, "init", "--no-scm", "-q")
-    return tmp_path
+def project(trained_corpus: Path, tmp_path: Path) -> Path:
+    """A copy of the session's smoke project, reproduced once (see conftest's trained_corpus)."""
+    return Path(shutil.copytree(trained_corpus, tmp_path / "project"))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_dvc_reruns_exactly_what_changed(project: Path):
-    first = dvc(project, "repro")
-    assert ran(first) == set(stage_names())
+    assert ran((project / REPRO_LOG).read_text()) == set(stage_names())
     assert (project / "data" / "shards" / "manifest.jsonl").stat().st_size > 0
     metrics = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     files = metrics[""]["data"]
@@ -136,6 +116,7 @@ def dvc_stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+@pytest.mark.slow  # a process that imports the stage (TensorFlow's import: up to 6 s)
 @pytest.mark.parametrize("stage", DVC_STAGES)
 def test_each_stage_depends_on_all_the_code_it_runs(stage: str):
     spec = dvc_stages()[stage]
@@ -148,6 +129,11 @@ def test_each_stage_depends_on_all_the_code_it_runs(stage: str):
     assert not missing, f"dvc.yaml: stage {stage} imports {missing} but does not depend on them"
 
 
+def model_files(folder: Path) -> set[Path]:
+    """What train writes into a model's folder (evaluate adds its segment rules)."""
+    return {model_card.network_file(folder), folder / model_card.CARD_FILE}
+
+
 def test_dvc_paths_are_the_configs_paths():
     """dvc.yaml takes its paths from the config's `paths:` section (vars); resolved, they are
     the files the stages read and write as PathsConfig derives them."""
@@ -158,13 +144,15 @@ def test_dvc_paths_are_the_configs_paths():
         "validate": {paths.stage_outputs("validate"), paths.metrics("validate")},
         **{
             f"train@{model}": {
-                paths.model(model),
+                *model_files(paths.model(model)),
                 paths.metrics(f"train_{model}"),
                 paths.train_outputs(model) / "history.csv",
             }
             for model in ("classifier", "baseline")
         },
         "evaluate": {
+            model_card.rules_file(paths.model("classifier")),
+            model_card.rules_file(paths.model("baseline")),
             paths.evaluate_report,
             paths.evaluate_figures,
             paths.evaluate_viewer,
@@ -178,7 +166,11 @@ def test_dvc_paths_are_the_configs_paths():
         "validate": {paths.shards, paths.schema},
         "train@classifier": {paths.shards, paths.stage_outputs("validate")},
         "train@baseline": {paths.shards, paths.stage_outputs("validate")},
-        "evaluate": {paths.model("classifier"), paths.model("baseline"), paths.shards},
+        "evaluate": {
+            *model_files(paths.model("classifier")),
+            *model_files(paths.model("baseline")),
+            paths.shards,
+        },
     }
     with Repo(str(ROOT)) as repo:
         stages = {stage.addressing: stage for stage in repo.index.stages}

@@ -6,18 +6,22 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import smoke_config, trailers_command
-from media import bigbuckbunny
+from media import FFMPEG_LINE, bigbuckbunny, cut_short, write_video
 
 from pipeline import GENRES
-from pipeline.core.video import Geometry, probe, read_frames
+from pipeline.core import model_card
+from pipeline.core.timeline import SegmentRule, config_rules, rules_to_dict
+from pipeline.core.video import sample_times, sample_video
 from pipeline.model import stacked_outputs
 from pipeline.predict.loader import load
+from pipeline.predict.one_video import predict_video
 from pipeline.predict.outputs import output_names
 from pipeline.predict.stream import StreamingModel, prefetched
 
@@ -45,11 +49,9 @@ def smoke_video(root: Path) -> Path:
 
 def sampled(video: Path, decode: dict, chunk_frames: int):
     """The decode stage's sampling and chunks of ``video`` at a model's decode settings."""
-    source = probe(video)
-    geometry = Geometry.fit(
-        source.width, source.height, decode["width"], decode["height"], decode["aspect"]
+    return sample_video(
+        video, decode["fps"], decode["height"], decode["width"], decode["aspect"], chunk_frames
     )
-    return read_frames(video, decode["fps"], geometry, chunk_frames)
 
 
 def read_timeline(path: Path) -> tuple[list[str], np.ndarray]:
@@ -60,11 +62,15 @@ def read_timeline(path: Path) -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def predicted(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One ``trailers predict`` run: a real 720p clip, a text file named .mp4, a smoke trailer."""
+    """One ``trailers predict`` run: a real 720p clip, a text file named .mp4, a smoke trailer,
+    an AV1 clip (decord cannot open it) and a file cut short."""
     work = tmp_path_factory.mktemp("predict")
     bad = work / "broken.mp4"
     bad.write_text("not a video\n")
-    videos = [bigbuckbunny(), bad, smoke_video(trained_corpus)]
+    av1 = write_video(work / "web clip.mkv", 50, 25, codec="libsvtav1")
+    whole = write_video(work / "whole.mp4", 100, 25, size=(160, 120), faststart=True)
+    cut = cut_short(whole, work / "download.mp4")
+    videos = [bigbuckbunny(), bad, smoke_video(trained_corpus), av1, cut]
     result = predict(trained_corpus, *map(str, videos), out=work / "out", html=True)
     return work / "out", videos, result
 
@@ -120,6 +126,18 @@ def test_a_bad_video_fails_alone(predicted) -> None:
     assert (out / f"{videos[2].stem}.timeline.csv").is_file()
 
 
+def test_av1_and_a_file_cut_short_are_read_and_ffmpeg_stays_quiet(predicted) -> None:
+    out, videos, result = predicted
+    av1 = json.loads((out / f"{output_names(videos)[3]}.json").read_text())
+    assert av1["decoder"] == "pyav" and av1["missing_s"] == 0
+    assert av1["frames"] == len(sample_times(2.0, av1["decode"]["fps"]))
+    cut = json.loads((out / "download.json").read_text())
+    assert 1.0 < cut["missing_s"] < 3.0 and cut["duration_s"] + cut["missing_s"] == pytest.approx(4)
+    warned = [line for line in result.stderr.splitlines() if "ends early" in line]
+    assert len(warned) == 1 and str(videos[4]) in warned[0], result.stderr
+    assert not FFMPEG_LINE.search(result.stderr), result.stderr
+
+
 def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: Path) -> None:
     out, videos, _ = predicted
     card = json.loads((trained_corpus / "models" / "classifier" / "model.json").read_text())
@@ -130,6 +148,27 @@ def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: 
     name = f"{videos[2].stem}.timeline.csv"
     assert (through_uri / name).read_text() == (out / name).read_text()
     assert json.loads((through_uri / f"{videos[2].stem}.json").read_text())["model"] == uri
+
+
+def test_predict_reads_segments_by_the_models_tuned_rules_unless_told_not_to(
+    trained_corpus: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(trained_corpus / "models" / "classifier", tmp_path / "model")
+    tuned = {genre: SegmentRule(onset=0.3, offset=0.2, min_segment_s=1.0) for genre in GENRES}
+    model_card.write_rules(tmp_path / "model", tuned, tuned_on="val")
+    loaded = load(str(tmp_path / "model"), smoke_config(tmp_path))
+    assert loaded.rules == tuned
+    streaming = StreamingModel(loaded.network)
+    video = smoke_video(trained_corpus)
+    for rules, expected in (("tuned", tuned), ("config", None)):
+        config = smoke_config(tmp_path, f"timeline.rules={rules}")
+        expected = expected or config_rules(config.timeline)
+        predict_video(video, rules, loaded, streaming, config, tmp_path, html=False)
+        summary = json.loads((tmp_path / f"{rules}.json").read_text())
+        assert summary["segment_rules"] == rules_to_dict(expected)
+        if rules == "tuned":
+            lengths = [row["end_s"] - row["start_s"] for row in summary["segments"]]
+            assert lengths and min(lengths) >= 1.0
 
 
 def test_output_names_are_safe_and_unique() -> None:

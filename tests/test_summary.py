@@ -18,6 +18,11 @@ def test_the_summary_quotes_the_evaluate_metrics_and_the_outputs(tmp_path: Path)
         "baseline_motion_only_ap": 0.55,
         "gain_macro_ap": 0.2123,
         "gain_motion_only_ap": 0.3,
+        "classifier_segment_f1_iou30": 0.9,
+        "classifier_segment_f1_iou50": 0.8,
+        "classifier_segment_f1_iou70": 0.6,
+        "classifier_segment_map": 0.55,
+        "classifier_segment_f1_untuned": 0.56,
     }
     config.paths.metrics("evaluate").parent.mkdir(parents=True)
     config.paths.metrics("evaluate").write_text(json.dumps(metrics))
@@ -25,8 +30,9 @@ def test_the_summary_quotes_the_evaluate_metrics_and_the_outputs(tmp_path: Path)
     text = summary(config)
 
     assert "test split (16 trailers" in text
-    convlstm = next(line for line in text.splitlines() if "ConvLSTM" in line).split()
+    convlstm, segments = [line.split() for line in text.splitlines() if "ConvLSTM" in line]
     assert convlstm[1:] == ["0.91", "0.85", "-"]  # no trailer AP in these metrics
+    assert segments[1:] == ["0.90", "0.80", "0.60", "0.55", "0.56"]
     gain = next(line for line in text.splitlines() if "gain from time" in line).split()
     assert gain[3:] == ["+0.21", "+0.30", "-"]
     assert str(config.paths.evaluate_viewer / "index.html") in text

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from helpers import SMOKE_CONFIG, TRAINED_EPOCHS, copy_corpus, path_overrides, trailers_command
+from mlflow import MlflowClient
 
 from pipeline import GENRES
 from pipeline.core import model_card
@@ -21,7 +23,7 @@ from pipeline.core.config import load_config
 from pipeline.core.manifest import ShardRow
 from pipeline.core.model_card import DecodeSettings
 from pipeline.train import run as train_run
-from pipeline.train.callbacks import training_callbacks
+from pipeline.train.callbacks import WholeBackup, training_callbacks
 
 SMOKE_TRAIN = load_config(SMOKE_CONFIG).train
 ModelCheckpoint = keras.callbacks.ModelCheckpoint
@@ -113,6 +115,16 @@ def test_a_killed_run_resumes_at_the_next_epoch(corpus: Path):
     assert "epoch 1/" not in resumed.stderr
     assert [int(row["epoch"]) for row in history(corpus, "baseline")] == list(range(done + 1))
 
+    # One MLflow run: the resumed process continued the killed one's, which holds every epoch.
+    client = MlflowClient(f"sqlite:///{corpus / 'mlflow.db'}")
+    (only,) = client.search_runs([client.get_experiment_by_name("trailer-genres").experiment_id])
+    assert only.info.status == "FINISHED"
+    assert {m.step for m in client.get_metric_history(only.info.run_id, "loss")} == set(
+        range(done + 1)
+    )
+    card = json.loads((corpus / "models" / "baseline" / "model.json").read_text())
+    assert card["mlflow_run_id"] == only.info.run_id
+
 
 @pytest.mark.slow
 def test_mirrored_strategy_trains_on_two_logical_cpus(corpus: Path):
@@ -189,3 +201,29 @@ def test_early_stopping_watches_trailer_auc_pr_when_val_is_all_trailer_level(tmp
     kinds = (keras.callbacks.EarlyStopping, ModelCheckpoint)
     watching = [c for c in callbacks if isinstance(c, kinds)]
     assert len(watching) == 2 and all(c.monitor == "val_macro_trailer_auc_pr" for c in watching)
+
+
+@pytest.mark.slow
+def test_a_backup_killed_while_written_resumes_from_the_last_whole_one(tmp_path: Path):
+    """The folder as a ``kill -9`` during epoch 2's backup leaves it: the new weights renamed
+    into place (or half-written), its dropout seeds and metadata not yet."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.Dropout(0.5)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 2)), np.ones((4, 3)), verbose=0)  # optimizer and seed states move
+    backup = WholeBackup(tmp_path)
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    whole = [np.array(v) for v in model.variables] + [
+        np.array(v) for v in model.optimizer.variables
+    ]
+    model.fit(np.ones((4, 2)), np.zeros((4, 3)), verbose=0)
+    model.save_weights(tmp_path / "epoch-2.weights.h5")
+    (tmp_path / "partial-epoch-3.weights.h5").write_bytes(b"\x89HDF\r\n half")
+    assert WholeBackup.epoch(tmp_path) == 1
+
+    resumed = WholeBackup(tmp_path)
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    now = [np.array(v) for v in model.variables] + [np.array(v) for v in model.optimizer.variables]
+    assert all(np.array_equal(a, b) for a, b in zip(whole, now, strict=True))
+    assert model._initial_epoch == 1

@@ -7,6 +7,7 @@ missing; without it these tests skip, saying so.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -20,7 +21,8 @@ from media import write_video
 
 from pipeline import GENRES
 from pipeline.core.config import TimelineConfig
-from pipeline.core.timeline import genre_segments
+from pipeline.core.timeline import SegmentRule, config_rules, genre_segments
+from pipeline.predict.outputs import write_summary
 from pipeline.views.viewer import PALETTE, ViewerEntry, write_index, write_viewer
 
 pytestmark = pytest.mark.xdist_group("browser")
@@ -36,6 +38,7 @@ THRESHOLD = 0.5
 MIN_SEGMENT_S = 0.2  # drops one-sample runs (0.125 s), so the page must apply it too
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.mp4"
 VIEWPORT = {"width": 1280, "height": 900}
+RULES = config_rules(TimelineConfig(threshold=THRESHOLD))
 
 
 @dataclass
@@ -72,12 +75,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     probabilities = rng.random((FRAMES, len(GENRES))).astype(np.float32)
     truth = (rng.random((FRAMES, len(GENRES))) > 0.6).astype(np.uint8)
     site = Site(root, video, probabilities, truth)
-    common = dict(fps=FPS, duration_s=DURATION_S, probabilities=probabilities, threshold=THRESHOLD)
+    common = dict(fps=FPS, duration_s=DURATION_S, probabilities=probabilities)
+    labelled = config_rules(TimelineConfig(threshold=THRESHOLD, min_segment_s=MIN_SEGMENT_S))
+    write_viewer(site.page("labelled.html"), video, rules=labelled, truth=truth, **common)
     write_viewer(
-        site.page("labelled.html"), video, truth=truth, min_segment_s=MIN_SEGMENT_S, **common
-    )
-    write_viewer(
-        site.page("plain.html"), video, title="</script><script>alert(2)</script>", **common
+        site.page("plain.html"),
+        video,
+        rules=config_rules(TimelineConfig(threshold=THRESHOLD)),
+        title="</script><script>alert(2)</script>",
+        **common,
     )
     return site
 
@@ -211,30 +217,95 @@ def test_a_click_on_a_lane_seeks_to_that_column(site: Site, visit) -> None:
         assert page.evaluate("viewer.playheadColumn()") == column
 
 
+def shown_segments(page: object) -> list[tuple[str, float, float]]:
+    return [
+        (s["genre"], round(s["start_s"], 3), round(s["end_s"], 3))
+        for s in page.evaluate("viewer.segments()")
+    ]
+
+
+def expected_segments(rows: list[dict]) -> list[tuple[str, float, float]]:
+    return [(row["genre"], row["start_s"], row["end_s"]) for row in rows]
+
+
 def test_threshold_slider_changes_the_segment_list(site: Site, visit) -> None:
     page = visit(site.page("labelled.html")).page
+    assert page.evaluate("viewer.sliderStart()") == THRESHOLD
+    rule = SegmentRule(onset=THRESHOLD, offset=THRESHOLD, min_segment_s=MIN_SEGMENT_S)
     for threshold in (THRESHOLD, 0.8):
         page.locator("#threshold").fill(str(threshold))
+        shifted = rule.shifted(threshold - THRESHOLD)
         expected = genre_segments(
-            site.probabilities,
-            FPS,
-            DURATION_S,
-            TimelineConfig(threshold=threshold, min_segment_s=MIN_SEGMENT_S),
+            site.probabilities, FPS, DURATION_S, {genre: shifted for genre in GENRES}
         )
-        shown = page.evaluate("viewer.segments()")
-        assert [(s["genre"], round(s["start_s"], 3), round(s["end_s"], 3)) for s in shown] == [
-            (row["genre"], row["start_s"], row["end_s"]) for row in expected
-        ]
-        means = [s["mean_probability"] for s in shown]
+        assert shown_segments(page) == expected_segments(expected)
+        means = [s["mean_probability"] for s in page.evaluate("viewer.segments()")]
         assert means == pytest.approx([row["mean_probability"] for row in expected], abs=1e-4)
         first_rows = page.locator("#segment-list button").all_text_contents()[:3]
         assert [text.split("0:")[0] for text in first_rows] == [r["genre"] for r in expected[:3]]
         assert page.locator("#segment-count").text_content().startswith(f"{len(expected)} ")
     assert len(expected) < len(
-        genre_segments(site.probabilities, FPS, DURATION_S, TimelineConfig())
+        genre_segments(site.probabilities, FPS, DURATION_S, config_rules(TimelineConfig()))
     )
     page.locator("#segment-list button").nth(2).click()
     wait_for_time(page, expected[2]["start_s"])
+
+
+TUNED = {
+    "comedy": SegmentRule(onset=0.6, offset=0.6, min_gap_s=0.375),
+    "action": SegmentRule(onset=0.55, offset=0.55, min_segment_s=0.375),
+    "horror": SegmentRule(onset=0.6, offset=0.35),
+    "suspense": SegmentRule(onset=0.45, offset=0.45, smoothing="viterbi", switch_cost=1.0),
+    "musical": SegmentRule(onset=0.5, offset=0.5, smoothing="median", median_window_s=0.375),
+    "other": SegmentRule(
+        onset=0.6,
+        offset=0.4,
+        min_segment_s=0.25,
+        min_gap_s=0.25,
+        smoothing="median",
+        median_window_s=0.625,
+    ),
+}
+"""One step of the rules per genre (gaps, minimum, hysteresis, Viterbi, median), then all of them,
+as evaluate tunes them."""
+
+
+def test_predicts_json_and_the_page_give_the_same_segments(site: Site, visit, tmp_path) -> None:
+    # A smoother track than the site's noise (a random walk), so each rule has segments to find
+    # and flicker to bridge; float32, as the model writes it and the page holds it.
+    rng = np.random.default_rng(19)  # a walk whose every genre its rule changes (asserted)
+    walk = np.cumsum(rng.normal(0, 0.5, (FRAMES, len(GENRES))), axis=0)
+    probabilities = (1 / (1 + np.exp(-walk))).astype(np.float32)
+    summary, page_path = tmp_path / "walk.json", tmp_path / "walk.html"
+    write_summary(
+        summary,
+        video=site.video,
+        model="models/classifier",
+        decode={"fps": FPS},
+        decoder="decord",
+        missing_s=0.0,
+        probabilities=probabilities,
+        duration_s=DURATION_S,
+        timeline=TimelineConfig(),
+        rules=TUNED,
+        trailer_id="walk",
+    )
+    write_viewer(page_path, site.video, FPS, DURATION_S, probabilities, TUNED)
+    predicted = json.loads(summary.read_text())
+    plain = {genre: SegmentRule(rule.onset, rule.onset) for genre, rule in TUNED.items()}
+    thresholded = genre_segments(probabilities, FPS, DURATION_S, plain)
+    for genre in GENRES:  # every genre has segments, and its rule changes them
+        rows = [row for row in predicted["segments"] if row["genre"] == genre]
+        assert rows and rows != [row for row in thresholded if row["genre"] == genre], genre
+    page = visit(page_path).page
+    assert shown_segments(page) == expected_segments(predicted["segments"])
+    start = page.evaluate("viewer.sliderStart()")
+    assert start == round(np.mean([rule.onset for rule in TUNED.values()]), 2)
+    for value in (0.3, 0.75):
+        page.locator("#threshold").fill(str(value))
+        shifted = {genre: rule.shifted(value - start) for genre, rule in TUNED.items()}
+        expected = genre_segments(probabilities, FPS, DURATION_S, shifted)
+        assert shown_segments(page) == expected_segments(expected)
 
 
 def test_keys_play_pause_and_step_one_sample_and_playback_moves_the_playhead(
@@ -317,7 +388,7 @@ def test_index_lists_viewers_worst_first_with_relative_links(site: Site, visit) 
 def test_bad_timelines_are_refused_with_their_shape(tmp_path: Path) -> None:
     video = tmp_path / "v.mp4"
     with pytest.raises(ValueError, match=r"probabilities has shape \(4, 5\)"):
-        write_viewer(tmp_path / "p.html", video, FPS, DURATION_S, np.zeros((4, 5)), THRESHOLD)
+        write_viewer(tmp_path / "p.html", video, FPS, DURATION_S, np.zeros((4, 5)), RULES)
     with pytest.raises(ValueError, match=r"truth has shape \(3, 6\), probabilities \(4, 6\)"):
         write_viewer(
             tmp_path / "p.html",
@@ -325,7 +396,7 @@ def test_bad_timelines_are_refused_with_their_shape(tmp_path: Path) -> None:
             FPS,
             DURATION_S,
             np.zeros((4, 6)),
-            THRESHOLD,
+            RULES,
             np.zeros((3, 6)),
         )
     assert not (tmp_path / "p.html").exists()

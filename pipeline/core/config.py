@@ -279,7 +279,11 @@ class DecodeConfig(_Section):
     listed as skipped in the report); ``remux_formats`` are containers (PyAV format names)
     copied into Matroska before decord reads them, as decord misplaces their frames;
     ``verify`` is how a rerun checks the shards it keeps (``size_mtime``: size, and the hash
-    only when the modification time moved; ``sha256``: always the hash).
+    only when the modification time moved; ``sha256``: always the hash); ``allow_truncated``:
+    a file cut short (frames end before its header's duration) gives its readable frames and
+    a warning, or (false) fails; ``decoder``: ``auto`` reads with decord and falls back to PyAV
+    where decord cannot (AV1, quarter-turned clips), ``pyav`` reads everything with PyAV (where
+    decord is not installable, or to compare).
     """
 
     source: Literal["annotations", "folder"] = "annotations"
@@ -298,6 +302,8 @@ class DecodeConfig(_Section):
     split_videos: bool = True
     decoder_threads: int = Field(0, ge=0)
     fault_tolerance: float = Field(0.05, ge=-1)
+    allow_truncated: bool = True
+    decoder: Literal["auto", "pyav"] = "auto"
     stall_timeout_s: float = Field(120.0, gt=0)
     worker_max_videos: int = Field(50, ge=0)
     max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
@@ -419,16 +425,64 @@ class TimelineConfig(_Section):
     """How per-frame probabilities are read as a timeline (predict's outputs, evaluate's
     segments and trailer-level scores)."""
 
-    threshold: float = Field(0.5, gt=0, lt=1)  # a frame shows a genre above this probability
-    min_segment_s: float = Field(0.0, ge=0)  # shorter runs above the threshold are dropped
+    threshold: float = Field(0.5, gt=0, lt=1)  # genres present; and the onset of these rules
+    offset_threshold: float | None = Field(None, gt=0, lt=1)  # ends a segment; null: threshold
+    min_segment_s: float = Field(0.0, ge=0)  # shorter segments are dropped
+    min_gap_s: float = Field(0.0, ge=0)  # shorter gaps between two segments are bridged
+    smoothing: Literal["none", "median", "viterbi"] = "none"
+    median_window_s: float = Field(0.5, gt=0)  # smoothing: median's window
+    switch_cost: float = Field(2.0, ge=0)  # smoothing: viterbi's cost (nats) of changing state
+    rules: Literal["tuned", "config"] = "tuned"  # tuned: the model's rules, tuned on val
     trailer_top_fraction: float = Field(0.25, gt=0, le=1)  # trailer score: mean of the top frames
+
+    @model_validator(mode="after")
+    def _offset_below_onset(self) -> TimelineConfig:
+        if self.offset_threshold is not None and self.offset_threshold > self.threshold:
+            raise ValueError(
+                f"offset_threshold ({self.offset_threshold}) must not exceed threshold "
+                f"({self.threshold}): a segment ends below the offset once it began above the onset"
+            )
+        return self
+
+
+class RuleGridConfig(_Section):
+    """The segment rules evaluate tries per genre on val (every combination; the best segment
+    F1 at ``evaluate.segment_iou`` wins, the first listed on a tie)."""
+
+    onsets: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    hysteresis: tuple[float, ...] = (0.0, 0.1, 0.2)  # offset = onset - this (floored above 0)
+    min_segment_s: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    min_gap_s: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    median_window_s: tuple[float, ...] = (0.375, 0.625)  # each tried as median smoothing
+    switch_cost: tuple[float, ...] = (1.0, 3.0)  # each tried as viterbi smoothing
+
+    @field_validator("onsets")
+    @classmethod
+    def _probabilities(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if not values or any(not 0 < v < 1 for v in values):
+            raise ValueError(f"expected a non-empty list in (0, 1), got {list(values)}")
+        return values
+
+    @field_validator("hysteresis", "min_segment_s", "min_gap_s")
+    @classmethod
+    def _non_negative(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if not values or any(v < 0 for v in values):
+            raise ValueError(f"expected a non-empty list of numbers >= 0, got {list(values)}")
+        return values
+
+    @field_validator("median_window_s", "switch_cost")
+    @classmethod
+    def _positive_or_none(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v <= 0 for v in values):
+            raise ValueError(f"expected numbers > 0 (an empty list: not tried), got {list(values)}")
+        return values
 
 
 class PredictConfig(_Section):
     """``trailers predict``: any video through the streaming model, chunk by chunk."""
 
     chunk_frames: int = Field(64, ge=1)  # frames decoded and fed to the model at a time
-    decoder_threads: int = Field(0, ge=0)  # decord threads per video; 0: decord's own choice
+    decoder_threads: int = Field(0, ge=0)  # per video; 0: as decode's, the usable cores
     html: bool = True  # also write the timeline viewer page
 
 
@@ -436,7 +490,8 @@ class EvaluateConfig(_Section):
     """``trailers evaluate``: per-genre metrics of each trained model on a labelled split."""
 
     split: Literal["val", "test"] = "test"
-    segment_iou: float = Field(0.5, gt=0, le=1)  # a predicted segment matches a true one at this
+    segment_iou: float = Field(0.5, gt=0, le=1)  # the IoU segment_f1 quotes and rules are tuned at
+    tune_rules: RuleGridConfig = Field(default_factory=RuleGridConfig)
     example_timelines: int = Field(4, ge=0)  # test trailers drawn as truth-against-prediction
     register_model: bool = False  # register the ConvLSTM in the MLflow Model Registry
     registered_model_name: str = "trailer-genres"
@@ -448,11 +503,20 @@ class TrackingConfig(_Section):
 
     ``tracking_uri: null`` means ``MLFLOW_TRACKING_URI`` if set, else an SQLite store at
     ``<project>/mlflow.db`` (an absolute path, so ``dvc exp run --temp`` logs to the same store).
+
+    A training run never waits on the server: ``request_timeout_s`` and ``request_retries`` are
+    MLflow's ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` for the stage
+    (the environment's own values win), ``retry_every_s`` how often an absent server is tried
+    again, ``flush_timeout_s`` how long the end of a run waits for records still being sent.
     """
 
     tracking_uri: str | None = None
     experiment: str = "trailer-genres"
     system_metrics_interval_s: float = Field(1.0, gt=0)
+    request_timeout_s: int = Field(5, gt=0)
+    request_retries: int = Field(1, ge=0, le=10)
+    retry_every_s: float = Field(5.0, gt=0)
+    flush_timeout_s: float = Field(30.0, ge=0)
 
 
 def tracking_uri(tracking: TrackingConfig) -> str:

@@ -3,3 +3,6 @@
 
 class StageError(RuntimeError):
     """A stage could not finish; the message names the file or key and the problem."""
+
+    exit_code = 1
+    """What ``trailers`` exits with."""

@@ -29,8 +29,10 @@ class ShardRow:
     ``video`` is the source's path relative to the videos folder, as the user named it;
     ``label_level`` says how the trailer was labelled: ``segment`` (timed segments, at least
     one), ``trailer`` (only whole-trailer labels: every frame carries the trailer's genres, weak
-    frame labels) or None (unlabelled). Both are optional on reading: manifests written before
-    them lack them."""
+    frame labels) or None (unlabelled); ``decoder`` names what read the video (``decord``, or
+    ``pyav`` for what decord cannot open); ``missing_s`` the seconds a file cut short lacks
+    (its readable frames are the shards). These are optional on reading: manifests written
+    before them lack them."""
 
     shard: str
     labels: str | None
@@ -48,6 +50,8 @@ class ShardRow:
     labels_sha256: str | None
     video: str | None = None
     label_level: str | None = None
+    decoder: str | None = None
+    missing_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Any) -> ShardRow:
@@ -61,7 +65,9 @@ class ShardRow:
         if unknown:
             raise ManifestError(f"unknown key {', '.join(unknown)}")
         for field in dataclasses.fields(cls):
-            value = data.get(field.name)
+            if field.name not in data:  # an optional key a manifest predates: its default
+                continue
+            value = data[field.name]
             if not _fits(value, field.type):
                 raise ManifestError(f"{field.name}: expected {field.type}, got {value!r}")
         if data["frames"] < 1 or data["first_frame"] < 0 or data["fps"] <= 0:

@@ -6,9 +6,12 @@
   the decode settings it was trained on (predict samples every video exactly so), the MLflow
   run that trained it and how it learnt from its labels (``labels``: ``train.weak_labels`` and
   its pooling, the train trailers of each label level).
+- ``segment_rules.json``: each genre's :class:`pipeline.core.timeline.SegmentRule`, tuned on the
+  val split by evaluate (:func:`write_rules`); predict and the viewer read timelines by them.
 
-Train writes the folder through :func:`write`; evaluate and predict read it through :func:`read`;
-no other module names these files. :meth:`DecodeSettings.check_rows` is the one check that shards
+Train writes the folder through :func:`write` (which removes rules tuned for an earlier
+network); evaluate adds the rules; evaluate and predict read it through :func:`read`; no other
+module names these files. :meth:`DecodeSettings.check_rows` is the one check that shards
 were decoded as a model (or the config) expects.
 """
 
@@ -25,10 +28,12 @@ from pipeline.core.config import DecodeConfig
 from pipeline.core.errors import StageError
 from pipeline.core.io import atomic_path, write_json
 from pipeline.core.manifest import ShardRow
+from pipeline.core.timeline import SegmentRules, rules_from_dict, rules_to_dict
 
 NETWORK_FILE = "model.keras"
 NETWORK_SUFFIX = Path(NETWORK_FILE).suffix
 CARD_FILE = "model.json"
+RULES_FILE = "segment_rules.json"
 
 
 @dataclass(frozen=True)
@@ -112,16 +117,45 @@ class TrainedModel:
 
     network_file: Path
     card: ModelCard
+    rules: dict[str, Any] | None
+    """The segment rules tuned for it (``{"tuned_on": ..., "rules": SegmentRules}``), None
+    before evaluate tuned them."""
 
 
 def network_file(folder: Path) -> Path:
     return folder / NETWORK_FILE
 
 
+def rules_file(folder: Path) -> Path:
+    return folder / RULES_FILE
+
+
+def write_rules(folder: Path, rules: SegmentRules, tuned_on: str) -> None:
+    """Store each genre's segment rule with the model, and which split chose them."""
+    write_json(rules_file(folder), {"tuned_on": tuned_on, "rules": rules_to_dict(rules)})
+
+
+def read_rules(folder: Path) -> dict[str, Any] | None:
+    """``{"tuned_on": split, "rules": {genre: SegmentRule}}``, None when the folder has none;
+    StageError, one line naming the file, when it cannot be read."""
+    path = rules_file(folder)
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+        return {
+            "tuned_on": str(stored["tuned_on"]),
+            "rules": rules_from_dict(stored["rules"], str(path)),
+        }
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise StageError(f"{path}: cannot read the segment rules ({exc!r})") from None
+
+
 def write(folder: Path, card: ModelCard, save_network: Callable[[Path], None]) -> None:
     """Write the network (``save_network(path)``, into a temporary ``.keras`` path renamed into
     place) and then its card, so a folder with a card always has its network."""
     folder.mkdir(parents=True, exist_ok=True)
+    rules_file(folder).unlink(missing_ok=True)  # tuned for the network this one replaces
     with atomic_path(network_file(folder), keep_suffix=True) as tmp:
         save_network(tmp)
     write_json(folder / CARD_FILE, card.to_dict())
@@ -142,4 +176,5 @@ def read(path: Path) -> TrainedModel:
         card = json.loads(card_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise StageError(f"{card_path}: cannot read the model card ({exc})") from None
-    return TrainedModel(network, ModelCard.from_dict(card, str(card_path)))
+    card = ModelCard.from_dict(card, str(card_path))
+    return TrainedModel(network, card, read_rules(network.parent))

@@ -1,10 +1,12 @@
-"""Reading video frames by time with decord: probing, the sampling rule and the resize geometry.
+"""Reading video frames by time: probing, the sampling rule, the resize geometry, and the one
+frame reader decode and predict share (decord first, PyAV for what decord cannot open).
 
 The sampling rule, used by decode and predict alike: output frame ``k`` stands for time
 ``t_k = k / fps`` seconds from the first frame, for every ``t_k`` before the end of the video;
 it is the source frame on screen at ``t_k``, i.e. the last one whose start time is ``<= t_k``.
-Timestamps come from the container (decord's frame index), so 29.97 fps, variable frame rates
-and odd durations sample correctly; ``get_avg_fps`` is never used to place frames.
+Timestamps come from the container (decord's frame index, or PyAV's packets), so 29.97 fps,
+variable frame rates and odd durations sample correctly; ``get_avg_fps`` is never used to place
+frames.
 
 Frames are resized keeping the aspect ratio, then either letterboxed (padded with black) or
 centre-cropped to exactly ``height x width``, and returned channels_first ``(frames, 3, H, W)``.
@@ -12,17 +14,21 @@ centre-cropped to exactly ``height x width``, and returned channels_first ``(fra
 
 from __future__ import annotations
 
+import functools
 import gc
+import logging
 import math
 import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 TIME_EPSILON = 1e-6
 """Seconds of slack when comparing sample times with frame timestamps (float rounding only)."""
@@ -41,6 +47,14 @@ class Probe:
     frames: int
     duration_s: float | None
     codec: str
+    rotation: int = 0
+    """Degrees counter-clockwise the display matrix turns the picture (0, 90, 180 or 270)."""
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(width, height)`` as players show it: turned upright."""
+        turned = self.rotation in (90, 270)
+        return (self.height, self.width) if turned else (self.width, self.height)
 
 
 def probe(path: str | Path) -> Probe:
@@ -71,6 +85,7 @@ def probe(path: str | Path) -> Probe:
                 stream.frames,
                 _duration(container, stream),
                 stream.codec_context.name,
+                round(first.rotation / 90) % 4 * 90,
             )
     except av.FFmpegError as exc:
         raise VideoError(f"not a readable video container ({exc.strerror or exc})") from None
@@ -87,10 +102,17 @@ def container_duration(path: str | Path) -> float | None:
 
 
 def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    declared = _stream_duration(stream)
+    if declared is None and container.duration is not None:
+        return container.duration / av.time_base
+    return declared
+
+
+def _stream_duration(stream: av.VideoStream) -> float | None:
+    """The video stream's own declared duration (seconds), not the container's, which counts
+    an audio track that may run longer."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / av.time_base
     return None
 
 
@@ -202,12 +224,169 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Sampling:
-    """The frames a video yields: their times, source indices and the video's duration."""
+    """The frames a video yields: their times, source indices, the video's duration, and which
+    decoder reads it (``decord`` or ``pyav``)."""
 
     times: np.ndarray
     indices: np.ndarray
     duration_s: float
     source_frames: int
+    decoder: str
+    missing_s: float = 0.0
+    """Seconds the header declares past the last readable frame (a file cut short), else 0."""
+
+
+class _DecordFrames:
+    """A video opened with decord: its frames' start times and contiguous reads of them."""
+
+    name = "decord"
+
+    def __init__(self, path: Path, geometry: Geometry, threads: int, fault_tolerance: float):
+        import decord  # imported here: decord's native library is only loaded where it reads
+
+        decord.logging.set_level(_ffmpeg_level(decord.logging.WARNING, decord.logging.QUIET))
+        self._errors = (RuntimeError, decord.DECORDError)
+        self._open_reader = functools.partial(
+            decord.VideoReader,
+            str(path),
+            width=geometry.scaled_width,
+            height=geometry.scaled_height,
+            num_threads=threads,
+            fault_tol=fault_tolerance,
+        )
+        try:
+            self._reader = self._open_reader()
+            stamps = self._reader.get_frame_timestamp(range(len(self._reader)))
+        except self._errors as exc:
+            raise VideoError(f"decord cannot open it ({_first_line(exc)})") from None
+        self.starts = stamps[:, 0] - stamps[0, 0]
+        self.duration_s = float(stamps[-1, 1] - stamps[0, 0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Source frames ``start`` to ``stop`` (exclusive), ``(n, scaled_h, scaled_w, 3)``."""
+        try:
+            return self._reader.get_batch(list(range(start, stop))).asnumpy()
+        except self._errors as exc:
+            raise VideoError(
+                f"decoding failed {self._where(start, stop)} ({_first_line(exc)})"
+            ) from None
+
+    def _where(self, start: int, stop: int) -> str:
+        """The first source frame from ``start`` on that fails alone, read one by one by a
+        fresh reader: the batch's own error does not say which frame broke, a threaded decoder
+        may raise a failure left from the batch on the reader's next reads, and decord's
+        read-ahead may meet a broken packet past ``stop`` while it serves the batch."""
+        fresh = self._open_reader()
+        try:
+            for index in range(start, len(self.starts)):
+                try:
+                    fresh.get_batch([index])
+                except self._errors:
+                    return f"at source frame {index} ({self.starts[index]:.3f} s)"
+        finally:
+            del fresh
+            gc.collect()
+        first, last = start, stop - 1
+        return (
+            f"in source frames {first}-{last} ({self.starts[first]:.3f}-{self.starts[last]:.3f} s)"
+        )
+
+    def close(self) -> None:
+        del self._reader  # decord leaks readers that stay referenced (dmlc/decord#1, #323)
+        gc.collect()
+
+
+class _PyAVFrames:
+    """A video opened with PyAV (FFmpeg 7 with dav1d): for what decord's FFmpeg cannot read, AV1
+    first among them. Start times come from the packets (nothing decoded); reads decode
+    sequentially, seeking back to a key frame only when a read starts behind or far ahead."""
+
+    name = "pyav"
+
+    def __init__(self, path: Path, geometry: Geometry, threads: int, rotation: int):
+        av.logging.set_level(_ffmpeg_level(av.logging.WARNING, None))  # to Python's logging
+        self._turns = rotation // 90
+        self._stored_size = (  # (width, height) to scale the stored picture to
+            (geometry.scaled_height, geometry.scaled_width)
+            if self._turns % 2
+            else (geometry.scaled_width, geometry.scaled_height)
+        )
+        try:
+            self._container = av.open(str(path))
+            self._stream = stream = self._container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = threads
+            packets = [
+                (packet.pts, packet.duration or 0)
+                for packet in self._container.demux(stream)
+                if packet.pts is not None and packet.size and not packet.is_corrupt
+            ]
+        except (av.FFmpegError, IndexError) as exc:
+            raise VideoError(f"PyAV cannot open it ({exc})") from None
+        if not packets:
+            raise VideoError("PyAV finds no timestamped video packet")
+        packets.sort()
+        pts = np.array([stamp for stamp, _ in packets], dtype=np.int64)
+        base = float(stream.time_base)
+        self._index = {int(stamp): index for index, stamp in enumerate(pts)}
+        self.starts = (pts - pts[0]) * base
+        self.duration_s = float((pts[-1] + packets[-1][1] - pts[0]) * base)
+        self._frames: Iterator[av.VideoFrame] | None = None
+        self._next = len(pts)  # the source frame the decoder yields next: none until a seek
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Source frames ``start`` to ``stop`` (exclusive), ``(n, scaled_h, scaled_w, 3)``."""
+        if not self._next <= start < self._next + _SEEK_AHEAD_FRAMES:
+            self._seek(start)
+        picked = []
+        try:
+            while self._next < stop:
+                frame = next(self._frames, None)
+                if frame is None:
+                    break
+                index = self._index.get(frame.pts, self._next)
+                self._next = index + 1
+                if index >= start:
+                    picked.append(self._rgb(frame))
+        except av.FFmpegError as exc:
+            raise VideoError(
+                f"decoding failed after source frame {self._next - 1} "
+                f"({self.starts[max(0, self._next - 1)]:.3f} s; {exc})"
+            ) from None
+        if len(picked) != stop - start:
+            raise VideoError(f"decoded {len(picked)} of source frames {start}-{stop - 1}")
+        return np.stack(picked)
+
+    def _seek(self, start: int) -> None:
+        target = int(round(self.starts[start] / float(self._stream.time_base))) + min(self._index)
+        self._container.seek(target, backward=True, any_frame=False, stream=self._stream)
+        self._frames = self._decoded()
+        self._next = 0
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Frames in presentation order; a corrupt packet (the cut end of a file) is skipped,
+        as the packet list skips it. The demuxer's last, empty packet flushes the decoder."""
+        for packet in self._container.demux(self._stream):
+            if not packet.is_corrupt:
+                yield from packet.decode()
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """Scaled, RGB and upright (decord turns pictures itself; PyAV leaves that to us)."""
+        width, height = self._stored_size
+        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+        return np.rot90(rgb.to_ndarray(), self._turns)
+
+    def close(self) -> None:
+        self._container.close()
+
+
+_SEEK_AHEAD_FRAMES = 256
+"""PyAV reads on through a gap of fewer source frames than this instead of seeking."""
+
+
+def _ffmpeg_level(shown: int, hidden: int) -> int:
+    """FFmpeg's own log lines: shown at ``-v`` (this module's logger at DEBUG), else hidden."""
+    return shown if log.isEnabledFor(logging.DEBUG) else hidden
 
 
 def read_frames(
@@ -220,78 +399,160 @@ def read_frames(
     remux_formats: tuple[str, ...] = (),
     first_frame: int = 0,
     stop_frame: int | None = None,
+    allow_truncated: bool = True,
+    rotation: int = 0,
+    decoder: Literal["auto", "pyav"] = "auto",
 ) -> tuple[Sampling, Iterator[np.ndarray]]:
-    """Open ``path`` with decord and sample it at ``fps``.
+    """Open ``path`` and sample it at ``fps``: with decord, or with PyAV where decord cannot
+    open it or ``decoder`` is ``pyav`` (``Sampling.decoder`` says which).
 
     Returns the sampling plan of the whole video and an iterator of channels_first uint8 chunks
     of its output frames ``first_frame`` to ``stop_frame`` (exclusive; None: to the end), cut at
     multiples of ``chunk_frames`` (bounded memory, whatever the video's length), so that any
-    range starting at such a multiple gives the same chunks as the whole video does. decord
-    seeks to the key frame before the range. ``fault_tolerance`` is decord's ``fault_tol``: the
-    share (< 1) or count (> 1) of corrupt frames decord may silently replace by a neighbour
-    before it raises; negative disables the check. Containers in ``remux_formats`` are read from
-    a temporary Matroska copy (:func:`decord_readable`).
+    range starting at such a multiple gives the same chunks as the whole video does. Both
+    decoders seek to the key frame before the range. ``fault_tolerance`` is decord's
+    ``fault_tol``: the share (< 1) or count (> 1) of corrupt frames decord may silently replace
+    by a neighbour before it raises; negative disables the check. Containers in
+    ``remux_formats`` are read by decord from a temporary Matroska copy (:func:`decord_readable`).
+    A file cut short (its frames end more than :data:`TRUNCATED_FRAMES` frames before the
+    duration its header declares) gives its readable frames and a warning, or, unless
+    ``allow_truncated``, a VideoError. Pictures stored turned (:attr:`Probe.rotation`, degrees
+    counter-clockwise) come out upright, as players show them; ``geometry`` fits the upright
+    size (decord turns them itself, PyAV's are turned here).
     """
-    import decord  # imported here: decord's native library is only loaded where frames are read
-
     scratch = tempfile.TemporaryDirectory(prefix="decode-")
     try:
-        reader = decord.VideoReader(
-            str(decord_readable(path, remux_formats, Path(scratch.name))),
-            width=geometry.scaled_width,
-            height=geometry.scaled_height,
-            num_threads=threads,
-            fault_tol=fault_tolerance,
+        source = _open(
+            path,
+            geometry,
+            threads,
+            fault_tolerance,
+            remux_formats,
+            Path(scratch.name),
+            rotation,
+            decoder,
         )
-        stamps = reader.get_frame_timestamp(range(len(reader)))
-    except (RuntimeError, decord.DECORDError) as exc:
+    except VideoError:
         scratch.cleanup()
-        raise VideoError(f"decord cannot open it ({_first_line(exc)})") from None
-    starts = stamps[:, 0] - stamps[0, 0]
-    duration = float(stamps[-1, 1] - stamps[0, 0])
-    if not duration > 0:
-        raise VideoError(f"frame timestamps give no positive duration ({duration})")
-    times = sample_times(duration, fps)
-    sampling = Sampling(times, frames_at(starts, times), duration, len(reader))
-
-    def read(indices: list[int]):
-        try:
-            return reader.get_batch(indices).asnumpy()
-        except (RuntimeError, decord.DECORDError) as exc:
-            raise VideoError(f"decoding failed {where(indices)} ({_first_line(exc)})") from None
-
-    def where(indices: list[int]) -> str:
-        """The first source frame of a failed read that fails alone (read again one by one:
-        the batch's own error does not say which frame broke)."""
-        for index in indices:
-            try:
-                reader.get_batch([index])
-            except (RuntimeError, decord.DECORDError):
-                return f"at source frame {index} ({starts[index]:.3f} s)"
-        first, last = indices[0], indices[-1]
-        return f"in source frames {first}-{last} ({starts[first]:.3f}-{starts[last]:.3f} s)"
+        raise
+    if not source.duration_s > 0:
+        source.close()
+        scratch.cleanup()
+        raise VideoError(f"frame timestamps give no positive duration ({source.duration_s})")
+    missing_s = _missing_seconds(path, source.starts, source.duration_s)
+    if missing_s and not allow_truncated:
+        source.close()
+        scratch.cleanup()
+        raise VideoError(
+            f"{cut_short_message(source.duration_s, missing_s)} (decode.allow_truncated is false)"
+        )
+    if missing_s and first_frame == 0:
+        log.warning(
+            "%s: %s; its readable frames are used",
+            path,
+            cut_short_message(source.duration_s, missing_s),
+        )
+    times = sample_times(source.duration_s, fps)
+    sampling = Sampling(
+        times,
+        frames_at(source.starts, times),
+        source.duration_s,
+        len(source.starts),
+        source.name,
+        missing_s,
+    )
 
     def chunks() -> Iterator[np.ndarray]:
-        nonlocal reader
         try:
             end = len(sampling.indices) if stop_frame is None else stop_frame
             for first in range(first_frame, min(end, len(sampling.indices)), chunk_frames):
                 wanted = sampling.indices[first : min(first + chunk_frames, end)]
                 picked = []
-                # Contiguous reads decode sequentially; get_batch on sparse indices seeks and
-                # measured 1.4x slower here. Blocks of chunk_frames source frames bound memory.
+                # Contiguous reads decode sequentially; decord's get_batch on sparse indices
+                # seeks and measured 1.4x slower here. Blocks of chunk_frames bound memory.
                 for start in range(wanted[0], wanted[-1] + 1, chunk_frames):
                     stop = min(start + chunk_frames, wanted[-1] + 1)
                     inside = wanted[(wanted >= start) & (wanted < stop)]
                     if len(inside):
-                        picked.append(read(list(range(start, stop)))[inside - start])
+                        picked.append(source.read(start, stop)[inside - start])
                 yield geometry.place(np.concatenate(picked))
         finally:
-            del reader  # decord leaks readers that stay referenced (dmlc/decord#1, #323)
-            gc.collect()
+            source.close()
             scratch.cleanup()
 
     return sampling, chunks()
+
+
+TRUNCATED_FRAMES = 2
+"""Frames a video may end short of its header's duration before it counts as cut short (muxers
+round the declared duration; a file cut short lacks far more)."""
+
+
+def _missing_seconds(path: str | Path, starts: np.ndarray, duration_s: float) -> float:
+    """How far the readable frames end before the video stream's declared duration (0 if not
+    measurably, or if the header declares none)."""
+    try:
+        with av.open(str(path)) as container:
+            declared = _stream_duration(container.streams.video[0])
+    except (av.FFmpegError, IndexError, OSError):
+        return 0.0
+    if declared is None:
+        return 0.0
+    interval = float(np.median(np.diff(starts))) if len(starts) > 1 else duration_s
+    missing = declared - duration_s
+    return round(missing, 6) if missing > TRUNCATED_FRAMES * interval else 0.0
+
+
+def cut_short_message(duration_s: float, missing_s: float) -> str:
+    """What a file cut short is told by, in one phrase."""
+    return (
+        f"the video ends early: frames stop at {duration_s:.2f} s of the "
+        f"{duration_s + missing_s:.2f} s its header declares ({missing_s:.2f} s missing)"
+    )
+
+
+def sample_video(
+    path: str | Path,
+    fps: float,
+    height: int,
+    width: int,
+    aspect: Literal["letterbox", "crop"],
+    chunk_frames: int,
+    **reading: Any,
+) -> tuple[Sampling, Iterator[np.ndarray]]:
+    """:func:`read_frames` of ``path`` probed first (PyAV names what is wrong where decord
+    might abort), its frames upright and fitted into ``height x width``; ``reading`` are
+    read_frames' other options. Decode's workers and predict both read videos through here."""
+    info = probe(path)
+    geometry = Geometry.fit(*info.display_size, width, height, aspect)
+    return read_frames(path, fps, geometry, chunk_frames, rotation=info.rotation, **reading)
+
+
+def _open(
+    path: str | Path,
+    geometry: Geometry,
+    threads: int,
+    fault_tolerance: float,
+    remux_formats: tuple[str, ...],
+    scratch: Path,
+    rotation: int,
+    decoder: Literal["auto", "pyav"],
+) -> _DecordFrames | _PyAVFrames:
+    """decord first (the faster, measured in ``make bench-decode``); PyAV where it fails, for
+    pictures stored turned by 90 or 270 degrees, and when ``decoder`` asks for it."""
+    try:
+        if decoder == "pyav":
+            raise VideoError("decode.decoder is pyav")
+        if rotation % 180:  # measured: decord turns it, then get_batch fails on the sizes
+            raise VideoError("decord cannot read pictures stored turned a quarter")
+        readable = decord_readable(path, remux_formats, scratch)
+        return _DecordFrames(readable, geometry, threads, fault_tolerance)
+    except VideoError as decord_error:
+        log.debug("%s: %s; reading it with PyAV", path, decord_error)
+        try:
+            return _PyAVFrames(Path(path), geometry, threads, rotation)
+        except VideoError as pyav_error:
+            raise VideoError(f"{decord_error}; {pyav_error}") from None
 
 
 _DMLC_PREFIX = re.compile(r"\[[\d:]+\] \S+:\d+: ")

@@ -20,7 +20,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.video import Skipped, container_duration, list_videos
 from pipeline.decode.receipts import decoded_parts
 from pipeline.decode.worker import DecodeParams, Job, Trailer
-from pipeline.infra.beam import usable_cpus, worker_count
+from pipeline.infra.beam import decoder_threads, worker_count
 
 
 def decode_params(decode: DecodeConfig) -> DecodeParams:
@@ -32,6 +32,8 @@ def decode_params(decode: DecodeConfig) -> DecodeParams:
         max_frames_per_shard=decode.max_frames_per_shard,
         fault_tolerance=decode.fault_tolerance,
         remux_formats=decode.remux_formats,
+        allow_truncated=decode.allow_truncated,
+        decoder=decode.decoder,
     )
 
 
@@ -105,7 +107,7 @@ def plan_jobs(
             )
             planned.append((_cost(size, first, stop, total), job))
     planned.sort(key=lambda pair: -pair[0])
-    threads = decoder_threads(decode, min(workers, len(planned)))
+    threads = decoder_threads(decode.decoder_threads, min(workers, len(planned)))
     return [dataclasses.replace(job, threads=threads) for _, job in planned]
 
 
@@ -131,11 +133,3 @@ def _parts(start: int, total: int | None, share: int) -> list[tuple[int, int | N
     count = math.ceil((total - start) / share)
     bounds = [start + (total - start) * i // count for i in range(count)]
     return list(zip(bounds, [*bounds[1:], None], strict=True))
-
-
-def decoder_threads(decode: DecodeConfig, busy_workers: int) -> int:
-    """decord threads per video: as configured, or (0) the usable cores shared by the busy
-    workers."""
-    if decode.decoder_threads:
-        return decode.decoder_threads
-    return max(1, usable_cpus() // max(1, busy_workers))

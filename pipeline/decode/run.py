@@ -28,6 +28,7 @@ from pipeline.core.annotations import Problem
 from pipeline.core.config import Config, DecodeConfig
 from pipeline.core.errors import StageError
 from pipeline.core.io import read_json, remove_leftovers, write_json
+from pipeline.core.video import cut_short_message
 from pipeline.decode import worker
 from pipeline.decode.plan import decode_params, find_trailers, plan_jobs
 from pipeline.decode.receipts import Verify, decoded_parts, shard_rows, tidy_receipts
@@ -174,6 +175,13 @@ def run(config: Config) -> None:
     problems += failures
     for problem in problems:
         log.warning("%s", problem.reason)
+    truncated = {row.trailer_id: row for row in rows if row.missing_s}
+    for row in truncated.values():
+        log.warning(
+            "%s: %s; its readable frames are decoded",
+            row.source,
+            cut_short_message(row.source_duration_s, row.missing_s),
+        )
     failed = {p.trailer_id for p in problems if p.trailer_id} | {
         p.reason for p in problems if p.trailer_id is None
     }
@@ -203,6 +211,7 @@ def run(config: Config) -> None:
             "seconds": round(seconds, 3),
             "frames_per_second": round(decoded_frames / seconds, 1) if seconds else None,
             "repeated_frames": repeated,
+            "truncated": {key: row.missing_s for key, row in sorted(truncated.items())},
         },
     )
     write_json(  # the same numbers whoever decoded what when: a rerun leaves git clean

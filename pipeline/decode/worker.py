@@ -33,7 +33,7 @@ from pipeline import GENRES
 from pipeline.core.annotations import Segment
 from pipeline.core.io import save_npy, write_json
 from pipeline.core.manifest import ShardRow
-from pipeline.core.video import Geometry, VideoError, probe, read_frames
+from pipeline.core.video import VideoError, sample_video
 from pipeline.decode.receipts import file_stats, part_receipt_path
 
 FINGERPRINT_CHARS = 16
@@ -55,6 +55,8 @@ class DecodeParams:
     max_frames_per_shard: int
     fault_tolerance: float
     remux_formats: tuple[str, ...]
+    allow_truncated: bool
+    decoder: Literal["auto", "pyav"]
 
 
 @dataclass(frozen=True)
@@ -139,20 +141,22 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
     """
     trailer, params, shards_dir = job.trailer, job.params, Path(job.shards_dir)
     per_shard = params.max_frames_per_shard
-    info = probe(trailer.source)
-    geometry = Geometry.fit(info.width, info.height, params.width, params.height, params.aspect)
     first_frame = job.first_shard * per_shard
     stop_frame = None if job.stop_shard is None else job.stop_shard * per_shard
-    sampling, chunks = read_frames(
+    sampling, chunks = sample_video(
         trailer.source,
         params.fps,
-        geometry,
+        params.height,
+        params.width,
+        params.aspect,
         chunk_frames=per_shard,
         threads=job.threads,
         fault_tolerance=params.fault_tolerance,
         remux_formats=params.remux_formats,
         first_frame=first_frame,
         stop_frame=stop_frame,
+        allow_truncated=params.allow_truncated,
+        decoder=params.decoder,
     )
     total = len(sampling.indices)
     labels = None
@@ -183,6 +187,8 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
             labels_sha256=labels_sha256,
             video=trailer.video,
             label_level=trailer.label_level,
+            decoder=sampling.decoder,
+            missing_s=sampling.missing_s,
         )
         repeated += _repeated_frames(frames, sampling.indices[first : first + len(frames)])
         rows.append(row.to_dict())

@@ -7,7 +7,10 @@ split cannot define (average precision with no positive frame, ROC AUC with one 
 ``None``; :func:`macro` leaves it out.
 
 Segments: ``(start_s, end_s)`` intervals of one genre in one trailer; a predicted segment
-matches a true one at IoU >= ``min_iou``, each at most once (:func:`match_segments`).
+matches a true one at IoU >= ``min_iou``, each at most once (:func:`match_segments`);
+precision, recall and F1 at each of :data:`SEGMENT_IOUS` (THUMOS), and average precision of
+segments ranked by their mean probability, averaged over :data:`MAP_IOUS` (ActivityNet's mAP,
+:func:`segment_average_precision`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ RECALL_GRID = np.linspace(0.0, 1.0, 101)
 every model, so one file holds both curves."""
 
 Segment = tuple[float, float]
+
+SEGMENT_IOUS = (0.3, 0.5, 0.7)
+"""The IoUs segment precision, recall and F1 are given at (THUMOS'14 quotes 0.3 to 0.7)."""
+MAP_IOUS = tuple(round(0.5 + 0.05 * step, 2) for step in range(10))
+"""ActivityNet's IoUs, 0.5:0.05:0.95: segment mAP is the mean of the average precisions."""
 
 
 def has_both_classes(labels: np.ndarray) -> bool:
@@ -135,6 +143,57 @@ def match_segments(predicted: Sequence[Segment], truth: Sequence[Segment], min_i
             used_predicted.add(i)
             used_truth.add(j)
     return len(used_predicted)
+
+
+def segment_average_precision(
+    predicted: Sequence[Sequence[tuple[Segment, float]]],
+    truth: Sequence[Sequence[Segment]],
+    min_iou: float,
+) -> float | None:
+    """ActivityNet's average precision of one genre at one IoU: every trailer's predicted
+    ``(segment, score)`` ranked by score over all trailers; each, in turn, is a hit when a true
+    segment of its trailer not yet taken overlaps it at IoU >= ``min_iou`` (it takes the one
+    of highest IoU); the area under the interpolated precision-recall curve. None with no true
+    segment."""
+    actual = sum(len(segments) for segments in truth)
+    if actual == 0:
+        return None
+    ranked = sorted(
+        (
+            (score, trailer, segment)
+            for trailer, rows in enumerate(predicted)
+            for segment, score in rows
+        ),
+        key=lambda item: -item[0],
+    )
+    taken = [set() for _ in truth]
+    hits = np.zeros(len(ranked))
+    for rank, (_, trailer, segment) in enumerate(ranked):
+        overlaps = [
+            (iou(segment, true), index)
+            for index, true in enumerate(truth[trailer])
+            if index not in taken[trailer]
+        ]
+        best = max(overlaps, default=(0.0, -1))
+        if best[0] >= min_iou:
+            taken[trailer].add(best[1])
+            hits[rank] = 1
+    found = np.cumsum(hits)
+    precision = found / np.arange(1, len(ranked) + 1)
+    recall = found / actual
+    # VOC/ActivityNet interpolation: precision at each recall is the best at that recall or more.
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def mean_average_precision(
+    predicted: Sequence[Sequence[tuple[Segment, float]]], truth: Sequence[Sequence[Segment]]
+) -> float | None:
+    """Segment mAP: :func:`segment_average_precision` averaged over :data:`MAP_IOUS`."""
+    return macro(segment_average_precision(predicted, truth, level) for level in MAP_IOUS)
 
 
 def macro(values: Iterable[float | None]) -> float | None:

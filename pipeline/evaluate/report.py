@@ -5,9 +5,12 @@ Three levels, each per genre then macro (the mean over the genres where the spli
 - **frames**: average precision and ROC AUC over every frame of every trailer of the split,
   and precision, recall and F1 at a threshold tuned on the val split (the best F1 there; the
   config's ``timeline.threshold`` for a genre val has no positive frame of);
-- **segments**: the timeline ``trailers predict`` writes (``timeline.threshold``,
-  ``timeline.min_segment_s``) against the labels' runs, matched one-to-one at IoU >=
-  ``evaluate.segment_iou``; counts pooled over the trailers;
+- **segments**: the segments ``trailers predict`` writes, decoded by each genre's rule tuned on
+  val (:mod:`pipeline.evaluate.rules`), against the labels' runs: precision, recall and F1
+  matched one-to-one at IoU 0.3, 0.5, 0.7 and ``evaluate.segment_iou``, counts pooled over
+  the trailers, and segment mAP over IoU 0.5:0.05:0.95 (:mod:`pipeline.evaluate.metrics`);
+  ``segments_untuned`` the same with the config's ``timeline:`` rule for every genre (the
+  timeline before tuning);
 - **trailers**: average precision of each trailer's score
   (:func:`pipeline.core.timeline.trailer_scores`)
   against whether the genre appears anywhere in it, the figure comparable with published
@@ -30,15 +33,17 @@ import numpy as np
 
 from pipeline import GENRES
 from pipeline.core.config import Config, TimelineConfig
-from pipeline.core.timeline import genre_segments, trailer_scores
+from pipeline.core.timeline import SegmentRules, column_segments, config_rules, trailer_scores
 from pipeline.evaluate.metrics import (
     MOTION_ONLY,
+    SEGMENT_IOUS,
     at_threshold,
     average_precision,
     counts_scores,
     difference,
     macro,
     match_segments,
+    mean_average_precision,
     roc_auc,
     true_segments,
     tuned_threshold,
@@ -125,28 +130,47 @@ def frame_scores(
     return results
 
 
+def iou_key(level: float) -> str:
+    """``0.5`` -> ``"iou50"``: a report key and an MLflow metric name part."""
+    return f"iou{round(level * 100)}"
+
+
+def segment_levels(segment_iou: float) -> list[float]:
+    """The IoUs segment precision, recall and F1 are given at: THUMOS's and the config's."""
+    return sorted({*SEGMENT_IOUS, segment_iou})
+
+
 def segment_scores(
-    trailers: Sequence[ScoredTrailer], model: str, timeline: TimelineConfig, min_iou: float
+    trailers: Sequence[ScoredTrailer], model: str, rules: SegmentRules, segment_iou: float
 ) -> dict[str, dict]:
-    counts = {genre: np.zeros(3, dtype=np.int64) for genre in GENRES}  # matched, predicted, true
-    for trailer in trailers:
-        rows = genre_segments(
-            trailer.probabilities[model], trailer.fps, trailer.duration_s, timeline
-        )
-        for index, genre in enumerate(GENRES):
-            predicted = [(row["start_s"], row["end_s"]) for row in rows if row["genre"] == genre]
-            truth = true_segments(trailer.labels[:, index], trailer.fps, trailer.duration_s)
-            matched = match_segments(predicted, truth, min_iou)
-            counts[genre] += (matched, len(predicted), len(truth))
-    return {
-        genre: {
-            "matched": int(matched),
-            "predicted": int(predicted),
-            "true": int(actual),
-            **counts_scores(int(matched), int(predicted), int(actual)),
-        }
-        for genre, (matched, predicted, actual) in counts.items()
-    }
+    """Per genre, the segments ``rules`` decode against the labels' runs: at each IoU of
+    :func:`segment_levels` the matched, predicted and true counts (pooled over the trailers)
+    with precision, recall and F1, and the segment mAP (``map``)."""
+    levels = segment_levels(segment_iou)
+    results = {}
+    for index, genre in enumerate(GENRES):
+        predicted, truths = [], []
+        for trailer in trailers:
+            column = trailer.probabilities[model][:, index]
+            found = column_segments(column, rules[genre], trailer.fps, trailer.duration_s)
+            predicted.append([((start, end), mean) for start, end, mean in found])
+            truths.append(true_segments(trailer.labels[:, index], trailer.fps, trailer.duration_s))
+        scores: dict = {}
+        for level in levels:
+            matched = sum(
+                match_segments([segment for segment, _ in found], truth, level)
+                for found, truth in zip(predicted, truths, strict=True)
+            )
+            count, actual = sum(map(len, predicted)), sum(map(len, truths))
+            scores[iou_key(level)] = {
+                "matched": matched,
+                "predicted": count,
+                "true": actual,
+                **counts_scores(matched, count, actual),
+            }
+        scores["map"] = mean_average_precision(predicted, truths)
+        results[genre] = scores
+    return results
 
 
 def trailer_level(
@@ -166,27 +190,42 @@ def trailer_level(
 
 
 def model_report(
-    trailers: Sequence[ScoredTrailer], val: Sequence[ScoredTrailer], model: str, config: Config
+    trailers: Sequence[ScoredTrailer],
+    val: Sequence[ScoredTrailer],
+    model: str,
+    config: Config,
+    rules: SegmentRules,
 ) -> dict:
     """Every number of one model: per genre (frames and segments of the segment-labelled
-    trailers, trailers of all), macro, and which genres the split left a metric undefined for.
-    """
+    trailers, segments by ``rules`` and by the config's rule; trailers of all), macro, and which
+    genres the split left a metric undefined for."""
     whole = trailer_level(trailers, model, config.timeline.trailer_top_fraction)
     levels = {"trailers": whole}
     exact = segment_labelled(trailers)
+    segment_iou = config.evaluate.segment_iou
     if exact:
         thresholds = tuned_thresholds(val, model, config.timeline)
+        untuned = config_rules(config.timeline)
         levels["frames"] = frame_scores(exact, model, thresholds)
-        levels["segments"] = segment_scores(
-            exact, model, config.timeline, config.evaluate.segment_iou
-        )
+        levels["segments"] = segment_scores(exact, model, rules, segment_iou)
+        levels["segments_untuned"] = segment_scores(exact, model, untuned, segment_iou)
 
-    def value(level: str, genre: str, key: str) -> float | None:
-        return levels[level][genre][key] if level in levels else None
+    def value(level: str, genre: str, *keys: str) -> float | None:
+        if level not in levels:
+            return None
+        item = levels[level][genre]
+        for key in keys:
+            item = item[key]
+        return item
 
-    def mean(level: str, key: str, genres: Sequence[str] = GENRES) -> float | None:
-        return macro(value(level, genre, key) for genre in genres)
+    def mean(level: str, *keys: str, genres: Sequence[str] = GENRES) -> float | None:
+        return macro(value(level, genre, *keys) for genre in genres)
 
+    at_levels = {
+        f"segment_{key}_{iou_key(level)}": mean("segments", iou_key(level), key)
+        for level in segment_levels(segment_iou)
+        for key in ("precision", "recall", "f1")
+    }
     return {
         "label_levels": label_levels(trailers),
         **({} if exact else {"no_frame_scores": NO_FRAME_SCORES}),
@@ -197,17 +236,22 @@ def model_report(
             "precision": mean("frames", "precision"),
             "recall": mean("frames", "recall"),
             "f1": mean("frames", "f1"),
-            "segment_precision": mean("segments", "precision"),
-            "segment_recall": mean("segments", "recall"),
-            "segment_f1": mean("segments", "f1"),
+            "segment_precision": mean("segments", iou_key(segment_iou), "precision"),
+            "segment_recall": mean("segments", iou_key(segment_iou), "recall"),
+            "segment_f1": mean("segments", iou_key(segment_iou), "f1"),
+            **at_levels,
+            "segment_map": mean("segments", "map"),
+            "segment_f1_untuned": mean("segments_untuned", iou_key(segment_iou), "f1"),
+            "segment_map_untuned": mean("segments_untuned", "map"),
             "trailer_average_precision": mean("trailers", "average_precision"),
         },
-        "motion_only_average_precision": mean("frames", "average_precision", MOTION_ONLY),
+        "motion_only_average_precision": mean("frames", "average_precision", genres=MOTION_ONLY),
         "undefined": {
             f"{level}.{key}": [genre for genre in GENRES if value(level, genre, key) is None]
             for level, key in (
                 ("frames", "average_precision"),
                 ("frames", "roc_auc"),
+                ("segments", "map"),
                 ("trailers", "average_precision"),
             )
         },
@@ -270,6 +314,11 @@ SUMMARY = {
     "macro_roc_auc": ("macro", "roc_auc"),
     "macro_f1": ("macro", "f1"),
     "segment_f1": ("macro", "segment_f1"),
+    "segment_f1_iou30": ("macro", "segment_f1_iou30"),
+    "segment_f1_iou50": ("macro", "segment_f1_iou50"),
+    "segment_f1_iou70": ("macro", "segment_f1_iou70"),
+    "segment_map": ("macro", "segment_map"),
+    "segment_f1_untuned": ("macro", "segment_f1_untuned"),
     "trailer_ap": ("macro", "trailer_average_precision"),
 }
 """The metrics file's name for each model's macro number (``<model>_<name>``)."""

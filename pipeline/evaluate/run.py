@@ -1,9 +1,11 @@
 """``trailers evaluate``: how good each trained model is, per genre, on a labelled split.
 
 Runs the ConvLSTM (``classifier``) and the per-frame ``baseline`` over every whole trailer of
-``evaluate.split`` (and of val, where the per-genre thresholds are tuned), each trailer in one
-pass, and writes (paths from :class:`pipeline.core.config.PathsConfig`):
+``evaluate.split`` (and of val, where the per-genre thresholds and segment rules are tuned),
+each trailer in one pass, and writes (paths from :class:`pipeline.core.config.PathsConfig`):
 
+- each model's segment rules, tuned on val (:mod:`pipeline.evaluate.rules`), into its folder
+  (:func:`pipeline.core.model_card.write_rules`), where predict and the viewer read them;
 - ``metrics/evaluate.json``: the summary numbers (``dvc metrics show``);
 - ``outputs/evaluate/report.json``: every number (:mod:`pipeline.evaluate.report`);
 - ``outputs/evaluate/pr/<genre>.csv``: the PR curves of both models (``dvc plots show``);
@@ -35,6 +37,7 @@ from pipeline.core.io import write_json
 from pipeline.core.manifest import ManifestError, ShardRow, read_manifest
 from pipeline.core.model_card import ModelCard
 from pipeline.core.shards import by_trailer, read_trailer
+from pipeline.core.timeline import SegmentRules, rules_to_dict
 from pipeline.evaluate import plots
 from pipeline.evaluate.metrics import pr_curve
 from pipeline.evaluate.report import (
@@ -48,6 +51,7 @@ from pipeline.evaluate.report import (
     summary,
     trailer_average_precision,
 )
+from pipeline.evaluate.rules import tune_rules
 from pipeline.infra import tracking
 from pipeline.model import frame_probabilities, load_network
 from pipeline.views.timeline_plot import draw_timeline
@@ -146,8 +150,11 @@ def write_timelines(folder: Path, trailers: Sequence[ScoredTrailer]) -> None:
             )
 
 
-def write_viewers(folder: Path, trailers: Sequence[ScoredTrailer], config: Config) -> None:
-    """A page per trailer with the classifier's timeline over its video, and the index."""
+def write_viewers(
+    folder: Path, trailers: Sequence[ScoredTrailer], config: Config, rules: SegmentRules
+) -> None:
+    """A page per trailer with the classifier's timeline over its video (segments by its
+    ``rules``), and the index."""
     entries = []
     for trailer in trailers:
         page = folder / f"trailer_{trailer.trailer_id}.html"
@@ -158,10 +165,9 @@ def write_viewers(folder: Path, trailers: Sequence[ScoredTrailer], config: Confi
             trailer.fps,
             trailer.duration_s,
             trailer.probabilities[MODELS[0]],
-            config.timeline.threshold,
+            rules,
             truth=trailer.labels,
             title=f"trailer {trailer.trailer_id} ({MODELS[0]}, {config.evaluate.split} split)",
-            min_segment_s=config.timeline.min_segment_s,
         )
         entries.append(ViewerEntry(f"trailer {trailer.trailer_id}", page, score))
     write_index(folder / "index.html", entries)
@@ -174,9 +180,19 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
+def rule_params(rules: Mapping[str, Mapping]) -> dict[str, str]:
+    """Each genre's tuned rule as MLflow params, ``rule_<genre>_<field>``."""
+    return {
+        f"rule_{genre}_{field}": str(value)
+        for genre, rule in rules.items()
+        for field, value in rule.items()
+    }
+
+
 def record(config: Config, cards: Mapping[str, ModelCard], report: Mapping) -> None:
-    """An evaluation run per model; the classifier's also holds the gain, and registers the
-    model when ``evaluate.register_model`` says so."""
+    """An evaluation run per model with its tuned segment rules (params and file); the
+    classifier's also holds the gain, and registers the model when ``evaluate.register_model``
+    says so."""
     paths, split = config.paths, config.evaluate.split
     artifacts = [
         paths.evaluate_report,
@@ -192,7 +208,10 @@ def record(config: Config, cards: Mapping[str, ModelCard], report: Mapping) -> N
             metrics = flat_metrics({**scores["genres"], **named}, split)
             if model == MODELS[0]:
                 metrics |= flat_metrics(report["gain"], f"{split}_gain")
-            tracking.log_evaluation(metrics, logged, artifacts)
+            rules_file = model_card.rules_file(paths.model(model))
+            tracking.log_evaluation(
+                metrics, logged, [*artifacts, rules_file], rule_params(report["rules"][model])
+            )
             if model == MODELS[0] and config.evaluate.register_model:
                 version = tracking.register(logged, training_run, config)
                 log.info(
@@ -222,7 +241,12 @@ def run(config: Config) -> None:
     if split != "val":
         trailers, failed_here = score_split(rows, split, predictors, paths.shards)
         failed += failed_here
-    reports = {model: model_report(trailers, val, model, config) for model in MODELS}
+    tuned = {model: tune_rules(val, model, config) for model in MODELS}
+    for model, (rules, _) in tuned.items():
+        model_card.write_rules(paths.model(model), rules, tuned_on="val")
+    reports = {
+        model: model_report(trailers, val, model, config, tuned[model][0]) for model in MODELS
+    }
     gains = gain(reports[MODELS[0]], reports[MODELS[1]])
     report = rounded(
         {
@@ -230,6 +254,12 @@ def run(config: Config) -> None:
             "tuned_on": "val",
             "frames": int(sum(len(trailer.labels) for trailer in segment_labelled(trailers))),
             "models": reports,
+            "rules": {
+                model: {
+                    genre: rule | sources[genre] for genre, rule in rules_to_dict(rules).items()
+                }
+                for model, (rules, sources) in tuned.items()
+            },
             "gain": gains,
             "trailers": {
                 trailer.trailer_id: {
@@ -251,12 +281,13 @@ def run(config: Config) -> None:
     figures = fresh(paths.evaluate_figures)
     write_pr_curves(paths, trailers, reports)
     write_timelines(figures, trailers[: config.evaluate.example_timelines])
-    write_viewers(fresh(paths.evaluate_viewer), trailers, config)
+    write_viewers(fresh(paths.evaluate_viewer), trailers, config, tuned[MODELS[0]][0])
     numbers = {"evaluated_trailers": len(trailers), **summary(reports, gains)}
     write_json(paths.metrics("evaluate"), numbers)
     log.info(
         "%s split, %d trailers (%d segment-labelled: frames and segments; %d trailer-level: "
-        "trailer figures only): macro AP classifier %s, baseline %s; motion-only gain %s",
+        "trailer figures only): macro AP classifier %s, baseline %s; motion-only gain %s; "
+        "classifier segment F1 %s (untuned %s), segment mAP %s",
         split,
         len(trailers),
         levels["segment"],
@@ -264,6 +295,9 @@ def run(config: Config) -> None:
         numbers.get("classifier_macro_ap", "n/a"),
         numbers.get("baseline_macro_ap", "n/a"),
         numbers.get("gain_motion_only_ap", "n/a"),
+        numbers.get("classifier_segment_f1", "n/a"),
+        numbers.get("classifier_segment_f1_untuned", "n/a"),
+        numbers.get("classifier_segment_map", "n/a"),
     )
     record(config, {model: card for model, (_, card) in loaded.items()}, report)
     if failed:

@@ -52,6 +52,12 @@ def worker_count(config: BeamConfig) -> int:
     return config.num_workers or usable_cpus()
 
 
+def decoder_threads(configured: int, busy_workers: int) -> int:
+    """Decoder threads per video, the one policy of decode's workers and predict: as
+    configured, or (0) the usable cores shared by the workers decoding at once."""
+    return configured or max(1, usable_cpus() // max(1, busy_workers))
+
+
 def is_dask(config: BeamConfig) -> bool:
     return config.runner in DASK_RUNNERS
 
@@ -118,7 +124,7 @@ def _scheduler(config: BeamConfig) -> Iterator[str | None]:
     else:
         workers = worker_count(config)
         log.info("starting a local Dask cluster of %d worker processes", workers)
-        with _quiet_dask(), local_cluster(workers) as address:
+        with local_cluster(workers) as address:
             yield address
 
 
@@ -137,18 +143,6 @@ def local_cluster(workers: int) -> Iterator[str]:
         scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP routes on a free port
     ) as cluster:
         yield cluster.scheduler_address
-
-
-@contextlib.contextmanager
-def _quiet_dask() -> Iterator[None]:
-    """Dask's own INFO lines (workers starting and stopping) are not the stage's news."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _address_key(config: BeamConfig) -> str:

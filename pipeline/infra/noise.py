@@ -21,6 +21,8 @@ FUTURE_WARNINGS = (
     # google.api_core, imported by Beam's GCP modules, on every run under Python 3.11.
     r"You are using a Python version \S+ which Google will stop supporting",
 )
+CHILD_FUTURE_WARNINGS = ("You are using a Python version",)
+"""The start of each of :data:`FUTURE_WARNINGS`, as child processes' PYTHONWARNINGS takes it."""
 STDERR_LINES = (
     # TFDV writes this to sys.stderr when it is imported; its visualisation is not used here.
     re.compile(r"Unable to import IPython: No module named 'IPython'\. \nTFDV visualization APIs"),
@@ -48,8 +50,17 @@ def configure(verbosity: int) -> None:
     # system metrics monitor starting and stopping) and draws a bar per artifact download.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A local Dask cluster's scheduler (here) and workers (child processes, which inherit the
+    # environment) log every start, connection and stop at INFO; dask reads this on import.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for message in FUTURE_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+    # The same warnings in child processes (Dask workers, benchmark children): PYTHONWARNINGS
+    # takes a message's literal start, not a pattern.
+    os.environ.setdefault(
+        "PYTHONWARNINGS",
+        ",".join(f"ignore:{start}:FutureWarning" for start in CHILD_FUTURE_WARNINGS),
+    )
 
 
 class _FilteredStream:

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
+import shutil
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -39,15 +43,31 @@ import mlflow.data
 import mlflow.system_metrics
 import numpy as np
 import pandas as pd
+import requests
 import tensorflow as tf
-from mlflow.entities import LoggedModel
-from mlflow.models import ModelSignature
+from mlflow import MlflowClient
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    LoggedModel,
+    Metric,
+    Param,
+    RunTag,
+)
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from pipeline import GENRES
-from pipeline.core.config import PROJECT_ROOT, Config, tracking_uri
+from pipeline.core.config import PROJECT_ROOT, Config, TrackingConfig, tracking_uri
 from pipeline.core.errors import StageError
+from pipeline.core.io import atomic_open, read_json, write_json
 from pipeline.core.manifest import ShardRow
+
+log = logging.getLogger(__name__)
 
 
 def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -117,14 +137,14 @@ def start_run(
         yield run
 
 
-def _use_experiment(name: str, uri: str) -> None:
+def _use_experiment(name: str, uri: str) -> str:
     """Make ``name`` the active experiment. A new one in an SQLite store keeps its artifacts in
     ``mlruns`` beside the database: MLflow's default is ``./mlruns`` of whichever directory
     first creates it, which under ``dvc exp run --temp`` is a copy of the repo deleted after."""
     if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
         store = Path(uri.removeprefix("sqlite:///")).resolve().parent
         mlflow.create_experiment(name, artifact_location=(store / "mlruns").as_uri())
-    mlflow.set_experiment(name)
+    return mlflow.set_experiment(name).experiment_id
 
 
 @contextmanager
@@ -222,11 +242,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def log_dataset(
+def dataset_record(
     manifest_path: Path, rows: Sequence[ShardRow], split: str, *, digest: str | None = None
-) -> None:
-    """Record the ``split``'s shard rows as the run's input (context ``split``) and tag the
-    run's ``data_version`` with ``digest`` (by default :func:`manifest_digest`).
+) -> dict[str, Any]:
+    """The ``split``'s shard rows as an MLflow dataset (its entity's fields) and the manifest's
+    ``digest`` (by default :func:`manifest_digest`), the run's ``data_version``.
 
     The dataset is the manifest's rows, not the frames: MLflow's TensorFlow dataset would read
     every frame to compute its own digest.
@@ -242,8 +262,9 @@ def log_dataset(
             name=f"shards-{split}",
             digest=digest[:_MAX_DIGEST],
         )
-        mlflow.log_input(dataset, context=split)  # infers the schema: the second warning
-    mlflow.set_tag("data_version", digest)
+        entity = dataset._to_mlflow_entity()  # infers the schema: the second warning
+    fields = ("name", "digest", "source_type", "source", "schema", "profile")
+    return {"dataset": {key: getattr(entity, key) for key in fields}, "data_version": digest}
 
 
 def model_signature(frame_shape: tuple[int, int, int]) -> ModelSignature:
@@ -268,17 +289,32 @@ def log_model(
     *,
     python_model: str,
     keras_artifact: str,
+    run_id: str,
     name: str = MODEL_NAME,
 ) -> str:
-    """Log the ``.keras`` file at ``model_path`` as the run's pyfunc ``name``; returns its
-    model URI. ``input_example``: a short uint8 clip (a few frames; it is stored as JSON);
+    """Log the ``.keras`` file at ``model_path`` as run ``run_id``'s pyfunc ``name``; returns
+    its model URI. ``input_example``: a short uint8 clip (a few frames; it is stored as JSON);
     ``python_model``: the file that is the pyfunc (:mod:`pipeline.model.pyfunc`), which finds the
     ``.keras`` file under its ``keras_artifact`` key.
 
     ``decode_settings`` (fps, height, width, aspect) go into the model's metadata, which
     ``mlflow.models.get_model_info(uri).metadata["decode"]`` reads without loading the model.
     """
-    info = mlflow.pyfunc.log_model(
+    # The logged model goes in the run's experiment: left to itself, MLflow puts it in the
+    # process's active experiment (the default one in `trailers train --sync`).
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    created = client.create_logged_model(
+        run.info.experiment_id,
+        name=name,
+        source_run_id=run_id,
+        params=run.data.params,
+    )
+    info = Model.log(
+        artifact_path=None,
+        flavor=mlflow.pyfunc,
+        run_id=run_id,
+        model_id=created.model_id,
         name=name,
         python_model=python_model,
         artifacts={keras_artifact: str(model_path)},
@@ -332,11 +368,17 @@ def evaluation_run(
 
 
 def log_evaluation(
-    metrics: Mapping[str, float], model: LoggedModel | None, artifacts: Sequence[Path]
+    metrics: Mapping[str, float],
+    model: LoggedModel | None,
+    artifacts: Sequence[Path],
+    params: Mapping[str, str] | None = None,
 ) -> None:
-    """Log metrics to the active run (and against the logged model, when known) and copy the
-    ``artifacts`` (files or folders) under ``evaluate/``."""
+    """Log metrics to the active run (and against the logged model, when known), ``params``
+    (e.g. the tuned segment rules) and copy the ``artifacts`` (files or folders) under
+    ``evaluate/``."""
     mlflow.log_metrics(dict(metrics), model_id=model.model_id if model else None)
+    if params:
+        mlflow.log_params(dict(params))
     log_artifacts(artifacts, "evaluate")
 
 
@@ -352,3 +394,408 @@ def register(model: LoggedModel | None, training_run_id: str | None, config: Con
     version = mlflow.register_model(f"models:/{model.model_id}", name)
     mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
     return str(version.version)
+
+
+# A training run's record: on disk first, sent by a thread, caught up later if need be.
+
+OUTBOX = "mlflow-outbox"
+"""The folder, in a stage's outputs, where a run's records wait until the server has them."""
+
+_RECORDS, _SENT, _RUN = "records.jsonl", "sent", "run.json"
+
+_HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "request_timeout_s",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "request_retries",
+}
+"""MLflow's HTTP settings -> the ``tracking:`` keys a stage sets them from."""
+
+
+class RunBehind(StageError):
+    """The stage's outputs are written but its MLflow run lacks records kept on disk."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later (``trailers train --sync``)
+
+
+def use_short_requests(tracking: TrackingConfig) -> None:
+    """MLflow's HTTP timeout and retries from the config, unless the environment sets them: a
+    call to an absent server then gives up in seconds instead of retrying for minutes."""
+    for variable, key in _HTTP_SETTINGS.items():
+        os.environ.setdefault(variable, str(getattr(tracking, key)))
+
+
+class _OutboxThread(logging.Filter):
+    """Drops urllib3's "Retrying" lines from the outbox's sender: the outbox says once that the
+    server went away, and once that it is back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName.startswith(_SENDER)
+
+
+_SENDER = "mlflow-outbox"
+logging.getLogger("urllib3.connectionpool").addFilter(_OutboxThread())
+
+
+class RunOutbox:
+    """What a run logs, appended to ``<folder>/records.jsonl`` (files it names copied beside it)
+    and sent in order by a thread of its own; ``sent`` counts the records the server holds.
+
+    The run goes on at full speed when the server goes away: one warning line, records kept,
+    tried again every ``retry_every_s`` and sent when it answers. A folder left behind (the
+    server was away at the end, or the process was killed) is sent by :func:`sync`.
+    """
+
+    def __init__(self, folder: Path, uri: str, run_id: str, retry_every_s: float) -> None:
+        self.folder, self.uri, self.run_id = Path(folder), uri, run_id
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not (self.folder / _RUN).is_file():
+            write_json(self.folder / _RUN, {"tracking_uri": uri, "run_id": run_id})
+        self._records = self._read_records()
+        self._sent = int((self.folder / _SENT).read_text()) if self.sent_file.is_file() else 0
+        self._retry_every_s = retry_every_s
+        self._lock = threading.Lock()
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._away: str | None = None  # why the server last failed, while it is away
+        self._thread: threading.Thread | None = None
+        self.refused = 0  # records the server answered with an error (4xx), left out
+
+    @classmethod
+    def open(cls, folder: Path, retry_every_s: float = 0.0) -> RunOutbox:
+        """The outbox a run left in ``folder``."""
+        run = read_json(Path(folder) / _RUN)
+        if run is None:
+            raise StageError(f"{folder / _RUN}: missing or unreadable, so its run is unknown")
+        return cls(folder, run["tracking_uri"], run["run_id"], retry_every_s)
+
+    @property
+    def sent_file(self) -> Path:
+        return self.folder / _SENT
+
+    @property
+    def pending(self) -> int:
+        """How many records the server does not hold yet."""
+        with self._lock:
+            return len(self._records) - self._sent
+
+    @property
+    def ended(self) -> bool:
+        """Whether the run's end is recorded (a killed run's is not)."""
+        with self._lock:
+            return any(record["kind"] == "end" for record in self._records)
+
+    def _read_records(self) -> list[dict[str, Any]]:
+        """The records on disk; a line a killed process left half-written is dropped (and cut
+        from the file, so the next record starts a line of its own)."""
+        path = self.folder / _RECORDS
+        if not path.is_file():
+            return []
+        records, whole = [], 0
+        for line in path.read_bytes().splitlines(keepends=True):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break
+            whole += len(line)
+        if whole < path.stat().st_size:
+            os.truncate(path, whole)
+        return records
+
+    def add(self, kind: str, **fields: Any) -> None:
+        """Record ``kind`` (a key of :data:`_SENDERS`) with the time now, and wake the sender."""
+        record = {"kind": kind, "time_ms": int(time.time() * 1000), **fields}
+        line = json.dumps(record) + "\n"
+        with self._lock:
+            with (self.folder / _RECORDS).open("a") as handle:
+                handle.write(line)
+            self._records.append(record)
+        self._wake.set()
+
+    def keep(self, path: Path, name: str) -> str:
+        """Copy ``path`` into the outbox (the original may change before it is sent)."""
+        target = self.folder / "files" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        return str(target)
+
+    def next_step(self, prefix: str) -> int:
+        """One past the last step of the metrics whose names start with ``prefix``."""
+        with self._lock:
+            steps = [
+                record["step"]
+                for record in self._records
+                if record["kind"] == "metrics"
+                and any(name.startswith(prefix) for name in record["metrics"])
+            ]
+        return max(steps, default=-1) + 1
+
+    def start(self) -> None:
+        """Send in the background from now on (records already waiting first)."""
+        self._thread = threading.Thread(target=self._send_loop, name=_SENDER, daemon=True)
+        self._thread.start()
+        self._wake.set()
+
+    def close(self, timeout_s: float) -> bool:
+        """Stop the sender after one last try, waiting ``timeout_s`` at most; whether the server
+        holds every record."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.pending == 0
+
+    def send(self) -> bool:
+        """Send what waits, now, in this thread; whether the server holds every record."""
+        return self._send_pending()
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            if self._away:
+                self._stop.wait(self._retry_every_s)
+            else:
+                self._wake.wait()
+                self._wake.clear()
+            self._send_pending()
+
+    def _send_pending(self) -> bool:
+        client = MlflowClient(self.uri)
+        while True:
+            with self._lock:
+                if self._sent == len(self._records):
+                    break
+                record = self._records[self._sent]
+            try:
+                _SENDERS[record["kind"]](client, self.run_id, record)
+            except Exception as error:  # what a client call raises is open-ended
+                if _server_away(error):
+                    self._went_away(error)
+                    return False
+                self.refused += 1
+                log.warning(  # the server answered and refused: sending it again cannot help
+                    "MLflow run %s: the server refused its %s record (%s); left out",
+                    self.run_id, record["kind"], str(error).splitlines()[0],
+                )  # fmt: skip
+            with self._lock:
+                self._sent += 1
+                with atomic_open(self.sent_file) as handle:
+                    handle.write(str(self._sent))
+        if self._away:
+            log.info("MLflow tracking server %s answers again: records it missed sent", self.uri)
+            self._away = None
+        return True
+
+    def _went_away(self, error: Exception) -> None:
+        if self._away is None:
+            log.warning(
+                "MLflow tracking server %s stopped answering (%s): training goes on, its "
+                "records wait in %s and are sent when it answers",
+                self.uri, _first_line(error), self.folder,
+            )  # fmt: skip
+        self._away = _first_line(error)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:_REASON_CHARS] if text else type(error).__name__
+
+
+_REASON_CHARS = 200
+"""How much of a client error the warning line quotes."""
+
+
+def _server_away(error: Exception) -> bool:
+    """Whether a failed call may succeed later: no answer, or a server error (HTTP 5xx)."""
+    if isinstance(error, MlflowException):
+        return error.get_http_status_code() >= 500
+    return isinstance(error, OSError | requests.RequestException)
+
+
+def _send_params(client: MlflowClient, run_id: str, record: dict) -> None:
+    params = [Param(key, value) for key, value in record["params"].items()]
+    client.log_batch(run_id, params=params, synchronous=True)
+
+
+def _send_tags(client: MlflowClient, run_id: str, record: dict) -> None:
+    tags = [RunTag(key, value) for key, value in record["tags"].items()]
+    client.log_batch(run_id, tags=tags, synchronous=True)
+
+
+def _send_metrics(client: MlflowClient, run_id: str, record: dict) -> None:
+    metrics = [
+        Metric(key, value, record["time_ms"], record["step"])
+        for key, value in record["metrics"].items()
+    ]
+    client.log_batch(run_id, metrics=metrics, synchronous=True)
+
+
+def _send_dataset(client: MlflowClient, run_id: str, record: dict) -> None:
+    context = InputTag(key=MLFLOW_DATASET_CONTEXT, value=record["context"])
+    dataset = DatasetInput(Dataset(**record["dataset"]), tags=[context])
+    client.log_inputs(run_id, datasets=[dataset])
+    client.set_tag(run_id, "data_version", record["data_version"])
+
+
+def _send_artifact(client: MlflowClient, run_id: str, record: dict) -> None:
+    client.log_artifact(run_id, record["path"], record["artifact_path"])
+
+
+def _send_model(client: MlflowClient, run_id: str, record: dict) -> None:
+    details = dict(record["details"])
+    shape, decode = tuple(details.pop("frame_shape")), details.pop("decode_settings")
+    log_model(
+        Path(record["path"]), shape, decode, np.load(record["example"]), run_id=run_id, **details
+    )
+
+
+def _send_end(client: MlflowClient, run_id: str, record: dict) -> None:
+    client.set_terminated(run_id, record["status"], end_time=record["time_ms"])
+
+
+_SENDERS = {
+    "params": _send_params,
+    "tags": _send_tags,
+    "metrics": _send_metrics,
+    "dataset": _send_dataset,
+    "artifact": _send_artifact,
+    "model": _send_model,
+    "end": _send_end,
+}
+
+
+class _SystemSampler(SystemMetricsMonitor):
+    """MLflow's system metrics (CPU, memory, disk, network, GPU), sampled every ``interval_s``
+    into the outbox: MLflow's own monitor sends them itself and stops for good when a call to
+    the server fails."""
+
+    def __init__(self, outbox: RunOutbox, interval_s: float) -> None:
+        super().__init__(outbox.run_id, tracking_uri=outbox.uri)
+        self.sampling_interval, self._outbox = interval_s, outbox
+        self._logging_step = outbox.next_step(self._metrics_prefix)
+
+    def monitor(self) -> None:
+        while not self._shutdown_event.is_set():
+            self.collect_metrics()
+            if self._shutdown_event.wait(self.sampling_interval):
+                return
+            metrics = self.aggregate_metrics()
+            self._outbox.add(
+                "metrics",
+                metrics={f"{self._metrics_prefix}{k}": v for k, v in metrics.items()},
+                step=self._logging_step,
+            )
+            self._logging_step += 1
+            for monitor in self.monitors:
+                monitor.clear_metrics()
+
+    def finish(self) -> None:
+        self._shutdown_event.set()
+        if self._process is not None:
+            self._process.join()
+
+
+class TrainingRun:
+    """A training run's record (:func:`training_run`): what it logs goes through its outbox."""
+
+    def __init__(self, outbox: RunOutbox) -> None:
+        self.outbox, self.run_id, self.uri = outbox, outbox.run_id, outbox.uri
+        self.complete = False
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Metrics at ``step``, unless a killed process of this run recorded that step's
+        already (it ended the epoch, not its backup: the resumed run repeats it, alike)."""
+        if step >= self.outbox.next_step(next(iter(metrics))):
+            self.outbox.add("metrics", metrics=dict(metrics), step=step)
+
+    def log_dataset(self, manifest_path: Path, rows: Sequence[ShardRow], split: str) -> None:
+        """The ``split``'s shard rows as the run's input, the manifest as its data version."""
+        self.outbox.add("dataset", context=split, **dataset_record(manifest_path, rows, split))
+
+    def log_artifacts(self, paths: Sequence[Path], artifact_path: str) -> None:
+        """Files into the run's artifacts under ``artifact_path``."""
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise StageError(f"{path}: not found, so it cannot be logged to MLflow")
+            kept = self.outbox.keep(path, f"{artifact_path}/{path.name}")
+            self.outbox.add("artifact", path=kept, artifact_path=artifact_path)
+
+    def log_model(self, model_path: Path, input_example: np.ndarray, **details: Any) -> None:
+        """:func:`log_model` when the outbox gets to it, from copies of the file and example;
+        ``details``: its ``frame_shape``, ``decode_settings``, ``python_model`` and
+        ``keras_artifact``."""
+        example = self.outbox.folder / "files" / "model" / "input_example.npy"
+        example.parent.mkdir(parents=True, exist_ok=True)
+        np.save(example, np.asarray(input_example, dtype=np.uint8))
+        path = self.outbox.keep(model_path, f"model/{Path(model_path).name}")
+        self.outbox.add("model", path=path, example=str(example), details=details)
+
+
+@contextmanager
+def training_run(
+    config: Config,
+    *,
+    run_name: str,
+    tags: Mapping[str, str],
+    folder: Path,
+    resume: str | None = None,
+) -> Iterator[TrainingRun]:
+    """A run in ``config.tracking.experiment`` (or the run ``resume``, continued) whose params,
+    tags, metrics, system metrics, dataset, model and artifacts go through an outbox in
+    ``folder/<run id>``; at the end, ``complete`` says whether the server holds them all (the
+    outbox is then removed). Call :func:`require_reachable` first: the run is created at once.
+    """
+    uri = tracking_uri(config.tracking)
+    use_short_requests(config.tracking)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    if resume:
+        client.update_run(resume, status="RUNNING")
+        run_id = resume
+    else:
+        experiment = _use_experiment(config.tracking.experiment, uri)
+        run_id = client.create_run(experiment, run_name=run_name).info.run_id
+    settings = config.tracking
+    outbox = RunOutbox(Path(folder) / run_id, uri, run_id, settings.retry_every_s)
+    if not resume:
+        outbox.add("params", params=flatten_params(config.model_dump(mode="json", by_alias=True)))
+    outbox.add("tags", tags=dict(tags))
+    outbox.start()
+    sampler = _SystemSampler(outbox, settings.system_metrics_interval_s)
+    sampler.start()
+    record, status = TrainingRun(outbox), "FAILED"
+    try:
+        yield record
+        status = "FINISHED"
+    finally:
+        sampler.finish()
+        outbox.add("end", status=status)
+        record.complete = outbox.close(settings.flush_timeout_s)
+        if record.complete:
+            shutil.rmtree(outbox.folder)
+
+
+def sync(folder: Path, tracking: TrackingConfig) -> list[str]:
+    """Send what the runs' outboxes in ``folder`` (``<folder>/<run id>/``) still hold; one line
+    per run says what became of it. An outbox the server now holds entirely is removed (one
+    of a run that has not ended stays: its training resumes into it)."""
+    use_short_requests(tracking)
+    lines = []
+    for path in sorted(Path(folder).glob(f"*/{_RUN}")):
+        outbox = RunOutbox.open(path.parent)
+        require_reachable(outbox.uri)
+        mlflow.set_tracking_uri(outbox.uri)  # where log_model's client goes
+        waiting = outbox.pending
+        if not outbox.send():
+            raise StageError(
+                f"MLflow run {outbox.run_id}: {outbox.uri} stopped answering, "
+                f"{outbox.pending} records still wait in {outbox.folder}"
+            )
+        refused = f", {outbox.refused} refused: see above" if outbox.refused else ""
+        if outbox.ended:
+            shutil.rmtree(outbox.folder)
+            lines.append(
+                f"MLflow run {outbox.run_id}: complete at {outbox.uri} ({waiting} sent{refused})"
+            )
+        else:
+            lines.append(
+                f"MLflow run {outbox.run_id}: {waiting} records sent to {outbox.uri}{refused}; "
+                "its training has not ended (rerun it to resume)"
+            )
+    return lines

@@ -46,7 +46,7 @@ from pipeline.core.config import Config
 from pipeline.core.errors import StageError
 from pipeline.core.io import read_json, write_json
 from pipeline.core.video import VideoError, list_videos
-from pipeline.infra.beam import new_pipeline
+from pipeline.infra.beam import new_pipeline, worker_count
 from pipeline.predict.loader import LoadedModel, load
 from pipeline.predict.one_video import predict_video
 from pipeline.predict.outputs import CATALOGUE_FILE, CatalogueRow, output_names, write_catalogue
@@ -173,6 +173,7 @@ class PredictVideos(beam.DoFn):
                         self.config,
                         self.out_dir,
                         self.html,
+                        busy_workers=worker_count(self.config.beam),
                     )
             except VideoError as exc:
                 error = str(exc)

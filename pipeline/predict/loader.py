@@ -20,6 +20,7 @@ from pipeline.core import model_card
 from pipeline.core.config import Config, tracking_uri
 from pipeline.core.errors import StageError
 from pipeline.core.model_card import DecodeSettings
+from pipeline.core.timeline import SegmentRule
 from pipeline.model import load_network
 
 URI_SCHEMES = ("runs:/", "models:/")
@@ -32,6 +33,9 @@ class LoadedModel:
     source: str
     """What ``--model`` named (or the default folder's network file), as written in each
     video's JSON."""
+    rules: dict[str, SegmentRule] | None = None
+    """The segment rules evaluate tuned for it on val (None: none stored; a model from MLflow
+    carries none)."""
 
 
 def load(reference: str | None, config: Config) -> LoadedModel:
@@ -40,7 +44,8 @@ def load(reference: str | None, config: Config) -> LoadedModel:
         return _from_mlflow(reference, tracking_uri(config.tracking))
     trained = model_card.read(Path(reference) if reference else config.paths.model("classifier"))
     network = load_network(trained.network_file)
-    return LoadedModel(network, trained.card.decode, str(trained.network_file))
+    rules = None if trained.rules is None else trained.rules["rules"]
+    return LoadedModel(network, trained.card.decode, str(trained.network_file), rules)
 
 
 def _from_mlflow(uri: str, store: str) -> LoadedModel:

@@ -14,7 +14,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.core.config import Config
-from pipeline.core.video import Geometry, probe, read_frames
+from pipeline.core.timeline import chosen_rules
+from pipeline.core.video import sample_video
+from pipeline.infra.beam import decoder_threads
 from pipeline.predict.loader import LoadedModel
 from pipeline.predict.outputs import write_summary, write_timeline_csv
 from pipeline.predict.stream import StreamingModel, prefetched
@@ -31,22 +33,25 @@ def predict_video(
     config: Config,
     out_dir: Path,
     html: bool,
+    busy_workers: int = 1,
 ) -> None:
-    """Sample, predict and write one video's outputs; VideoError if it cannot be read."""
+    """Sample, predict and write one video's outputs; VideoError if it cannot be read.
+    ``busy_workers``: how many videos are decoded at once (a catalogue's workers)."""
     settings = loaded.decode
-    info = probe(video)  # PyAV first: it names what is wrong where decord might abort
-    geometry = Geometry.fit(
-        info.width, info.height, settings.width, settings.height, settings.aspect
-    )
-    sampling, chunks = read_frames(
+    sampling, chunks = sample_video(
         video,
         settings.fps,
-        geometry,
+        settings.height,
+        settings.width,
+        settings.aspect,
         chunk_frames=config.predict.chunk_frames,
-        threads=config.predict.decoder_threads,
+        threads=decoder_threads(config.predict.decoder_threads, busy_workers),
         fault_tolerance=config.decode.fault_tolerance,
         remux_formats=config.decode.remux_formats,
+        allow_truncated=config.decode.allow_truncated,
+        decoder=config.decode.decoder,
     )
+    rules = chosen_rules(config.timeline, loaded.rules)
     with tqdm(total=len(sampling.times), desc=name, unit="frame", leave=False, disable=None) as bar:
         probabilities = streaming.timeline(prefetched(chunks), bar.update)
     write_timeline_csv(out_dir / f"{name}.timeline.csv", probabilities, settings.fps)
@@ -55,9 +60,12 @@ def predict_video(
         video=video,
         model=loaded.source,
         decode=dataclasses.asdict(settings),
+        decoder=sampling.decoder,
+        missing_s=sampling.missing_s,
         probabilities=probabilities,
         duration_s=sampling.duration_s,
         timeline=config.timeline,
+        rules=rules,
         trailer_id=name,
     )
     draw_timeline(
@@ -76,8 +84,7 @@ def predict_video(
             settings.fps,
             sampling.duration_s,
             probabilities,
-            config.timeline.threshold,
+            rules,
             title=video.name,
-            min_segment_s=config.timeline.min_segment_s,
         )
     log.info("%s: %d frames -> %s", video, len(probabilities), out_dir / f"{name}.*")

@@ -16,7 +16,13 @@ import numpy as np
 from pipeline import GENRES
 from pipeline.core.config import TimelineConfig
 from pipeline.core.io import atomic_open, write_json
-from pipeline.core.timeline import genre_segments, genres_present, trailer_scores
+from pipeline.core.timeline import (
+    SegmentRules,
+    genre_segments,
+    genres_present,
+    rules_to_dict,
+    trailer_scores,
+)
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 """Runs of characters left out of output names (path separators, spaces, shell specials)."""
@@ -61,12 +67,16 @@ def write_summary(
     video: Path,
     model: str,
     decode: dict,
+    decoder: str,
+    missing_s: float,
     probabilities: np.ndarray,
     duration_s: float,
     timeline: TimelineConfig,
+    rules: SegmentRules,
     trailer_id: str,
 ) -> None:
-    """The video's trailer-level scores, the genres present and its segments (annotation rows)."""
+    """The video's trailer-level scores, the genres present, the segment rules and its segments
+    (annotation rows) by them."""
     fps = decode["fps"]
     scores = trailer_scores(probabilities, timeline.trailer_top_fraction)
     write_json(
@@ -75,6 +85,8 @@ def write_summary(
             "video": str(video),
             "model": model,
             "decode": decode,
+            "decoder": decoder,
+            "missing_s": missing_s,
             "frames": len(probabilities),
             "duration_s": round(duration_s, DECIMALS),
             "trailer_scores": {
@@ -82,7 +94,8 @@ def write_summary(
                 for genre, score in zip(GENRES, scores, strict=True)
             },
             "genres_present": genres_present(scores, timeline.threshold),
-            "segments": genre_segments(probabilities, fps, duration_s, timeline, trailer_id),
+            "segment_rules": rules_to_dict(rules),
+            "segments": genre_segments(probabilities, fps, duration_s, rules, trailer_id),
         },
     )
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
 from tqdm import tqdm
 
 from pipeline import GENRES
 from pipeline.core.config import TrainConfig
+from pipeline.core.io import atomic_open, read_json, write_json
 from pipeline.train.devices import ClusterTask
 
 MONITOR = "val_macro_auc_pr"
@@ -77,19 +78,78 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs every number Keras reports at the end of an epoch (train and ``val_`` metrics, per
-    genre and macro, as Keras names them) with ``step=epoch``.
+    """Hands every number Keras reports at the end of an epoch (train and ``val_`` metrics, per
+    genre and macro, as Keras names them) to ``log_metrics`` with ``step=epoch``: the run's
+    outbox (:class:`pipeline.infra.tracking.TrainingRun`), which never waits on the server.
 
     Not ``mlflow.keras.MlflowCallback``: in MLflow 3.17 it logs the ``validation_*`` metrics at
-    step 0 every epoch.
+    step 0 every epoch, and it calls the server from the training loop.
     """
+
+    def __init__(self, log_metrics: Callable[[dict[str, float], int], None]) -> None:
+        super().__init__()
+        self.log_metrics = log_metrics
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         metrics = {
             name: float(value) for name, value in (logs or {}).items() if np.ndim(value) == 0
         }
         if metrics:
-            mlflow.log_metrics(metrics, step=epoch)
+            self.log_metrics(metrics, epoch)
+
+
+class WholeBackup(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup is always whole, wherever a ``kill -9`` lands.
+
+    Keras writes the weights, then the epoch, over the last ones: killed between the two, a
+    rerun resumes an epoch early with the later weights; killed while writing the epoch, it
+    cannot read it. Here each epoch's weights get a file of their own, written under a
+    temporary name and renamed; the metadata, renamed into place the same way, names them
+    and is the commit; older weights go after it.
+    """
+
+    _METADATA = "training_metadata.json"
+
+    @classmethod
+    def epoch(cls, backup_dir: Path) -> int:
+        """The epoch the backup in ``backup_dir`` resumes at (0: none)."""
+        metadata = read_json(Path(backup_dir) / cls._METADATA)
+        return int(metadata["epoch"]) if metadata else 0
+
+    def _seed_states(self) -> list:
+        """The layers' random number generators (dropout's): not in Keras' weights file, and
+        a resumed run draws what the uninterrupted one would only if they resume too."""
+        weights = {id(variable) for variable in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
+
+    def _save_model(self) -> None:
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"epoch-{self._current_epoch}"
+        weights, seeds = f"{stem}.weights.h5", f"{stem}.seeds.npy"
+        partial = folder / f"partial-{weights}"  # Keras wants the .weights.h5 ending
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, folder / weights)
+        with atomic_open(folder / seeds, "wb") as handle:
+            np.save(handle, np.stack([np.asarray(v) for v in self._seed_states()]))
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "stem": stem}
+        write_json(folder / self._METADATA, metadata)
+        for older in folder.glob("epoch-*"):
+            if not older.name.startswith(f"{stem}."):
+                older.unlink()
+
+    def _load_model(self) -> None:
+        folder = Path(self.backup_dir)
+        metadata = read_json(folder / self._METADATA)
+        if metadata is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(folder / f"{metadata['stem']}.weights.h5")
+        seeds = np.load(folder / f"{metadata['stem']}.seeds.npy")
+        for variable, value in zip(self._seed_states(), seeds, strict=True):
+            variable.assign(value)
+        self.model._initial_epoch = int(metadata["epoch"])
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -105,9 +165,10 @@ def training_callbacks(
     resuming: bool,
     task: ClusterTask | None = None,
     monitor: str = MONITOR,
+    log_metrics: Callable[[dict[str, float], int], None] | None = None,
 ) -> list:
-    """Macro metric, early stopping and best weights (by ``monitor``), history, MLflow, and
-    resume-on-rerun.
+    """Macro metric, early stopping and best weights (by ``monitor``), history, MLflow
+    (``log_metrics``), and resume-on-rerun.
 
     A worker of a cluster (``task``) keeps no backup to resume from; one that is not the chief
     writes no history and logs nothing to MLflow either. Every worker checkpoints the best
@@ -130,11 +191,12 @@ def training_callbacks(
     if task is None or task.is_chief:
         callbacks += [
             keras.callbacks.CSVLogger(out / "history.csv", append=resuming),
-            EpochMetricsLogger(),
         ]
+        if log_metrics is not None:
+            callbacks.append(EpochMetricsLogger(log_metrics))
     if task is None:
         backup = out / "checkpoints" / "backup"
-        callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
+        callbacks.append(WholeBackup(backup))
     if train.early_stopping_patience:
         callbacks.insert(
             1,

@@ -377,8 +377,11 @@ def train_dataset(
     split: str | None = None,
     replicas: int = 1,
     shard: Shard | None = None,
+    first_epoch: int = 0,
 ) -> tf.data.Dataset:
-    """Shuffled, augmented training batches; each iteration is a new epoch, fixed by ``seed``.
+    """Shuffled, augmented training batches; each iteration is a new epoch, fixed by ``seed``;
+    the first iteration is epoch ``first_epoch`` (a resumed run's: its epochs are the
+    uninterrupted run's).
 
     With ``replicas`` > 1 every batch splits evenly between them (:func:`split_evenly`). With
     ``shard``, this worker's ``batch_size`` windows of each global batch, weighted
@@ -400,6 +403,8 @@ def train_dataset(
         return tf.ensure_shape(plan, (None, 4))
 
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    for _ in range(first_epoch):  # each iteration advances the seed the pipeline below shares
+        next(iter(keys))
     plan = keys.map(plan_epoch).unbatch()
     weighted = bool(shard) or bool(bags.any())
     batches = _read_batches(

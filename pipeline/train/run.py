@@ -4,10 +4,14 @@ Reads the manifest and shards (train and val splits) and validate's verdict; wri
 folder ``models/<model>/`` (:mod:`pipeline.core.model_card`: the float32 network, which loads on
 any host, and its card with the decode settings it was trained on),
 ``metrics/train_<model>.json`` (DVC metrics) and ``outputs/train/<model>/history.csv`` (one row
-per epoch, DVC plots). Every run is an MLflow run.
+per epoch, DVC plots). Every run is an MLflow run; training never waits on its server: what
+the server misses waits in ``outputs/train/<model>/mlflow-outbox/`` and is sent when it answers,
+or by ``trailers train --sync`` (:mod:`pipeline.infra.tracking`). Exit 75: the outputs are
+written, the MLflow run is not complete yet.
 
-A killed run resumes from its last finished epoch: ``outputs/train/<model>/checkpoints/`` holds
-it while the model trains and is removed when training ends.
+A killed run resumes from its last finished epoch, in the same MLflow run:
+``outputs/train/<model>/checkpoints/`` holds it while the model trains and is removed when
+training ends.
 
 With ``train.strategy: multi_worker`` each worker is a process of the ``TF_CONFIG`` cluster and
 reads its own shard of every batch; only the chief writes the outputs above and records the
@@ -33,13 +37,19 @@ from pipeline import GENRES
 from pipeline.core import model_card
 from pipeline.core.config import Config, ModelConfig, PathsConfig, TrainConfig, tracking_uri
 from pipeline.core.errors import StageError
-from pipeline.core.io import read_json, write_json
+from pipeline.core.io import atomic_open, read_json, write_json
 from pipeline.core.manifest import ManifestError, ShardRow, read_manifest
 from pipeline.core.model_card import DecodeSettings, ModelCard
 from pipeline.infra import tracking
 from pipeline.model import build_classifier, build_frame_baseline, pyfunc
 from pipeline.train import dataset
-from pipeline.train.callbacks import MONITOR, TRAILER_MONITOR, read_history, training_callbacks
+from pipeline.train.callbacks import (
+    MONITOR,
+    TRAILER_MONITOR,
+    WholeBackup,
+    read_history,
+    training_callbacks,
+)
 from pipeline.train.devices import (
     ClusterTask,
     cluster_task,
@@ -140,16 +150,25 @@ def read_rows(config: Config) -> tuple[list[ShardRow], list[ShardRow]]:
     return split_rows(rows, "train", manifest), split_rows(rows, "val", manifest)
 
 
+def resumed_epoch(out: Path) -> int:
+    """The epoch a killed run resumes at: its last whole backup's (0: there is none)."""
+    return WholeBackup.epoch(out / "checkpoints" / "backup")
+
+
 def prepare(out: Path, resumable: bool = True) -> bool:
     """Whether a killed run left an epoch to resume from; if not (or not ``resumable``), clear
-    its leftovers."""
-    backup = out / "checkpoints" / "backup" / "training_metadata.json"
-    resuming = resumable and backup.is_file()
-    if not resuming:
+    its leftovers. The history keeps the epochs before it: one may have been written after
+    the backup the run resumes from."""
+    epoch = resumed_epoch(out) if resumable else 0
+    if not epoch:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         (out / "history.csv").unlink(missing_ok=True)
+    elif (out / "history.csv").is_file():
+        lines = (out / "history.csv").read_bytes().splitlines(keepends=True)
+        with atomic_open(out / "history.csv", "wb") as handle:
+            handle.writelines(lines[: 1 + epoch])  # the header, then one row per epoch
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return resuming
+    return bool(epoch)
 
 
 def input_data(
@@ -157,15 +176,24 @@ def input_data(
     config: Config,
     rows: tuple[list[ShardRow], list[ShardRow]],
     task: ClusterTask | None,
+    first_epoch: int = 0,
 ) -> tuple:
     """The train and val input of ``fit``: whole batches split between the replicas of this
-    process, or, on a cluster, each worker's own shard of every batch."""
+    process, or, on a cluster, each worker's own shard of every batch. ``first_epoch``: the
+    epoch a killed run resumes at."""
     paths, train = config.paths, config.train
     train_rows, val_rows = rows
     if task is None:
         replicas = strategy.num_replicas_in_sync
         return (
-            dataset.train_dataset(train_rows, paths.shards, train, config.seed, replicas=replicas),
+            dataset.train_dataset(
+                train_rows,
+                paths.shards,
+                train,
+                config.seed,
+                replicas=replicas,
+                first_epoch=first_epoch,
+            ),
             dataset.eval_dataset(val_rows, paths.shards, train, replicas=replicas),
         )
 
@@ -186,8 +214,11 @@ def input_data(
     )
 
 
-def run(config: Config, model: str = "classifier") -> None:
-    """Train ``model`` (classifier or baseline) and record the run in MLflow."""
+def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
+    """Train ``model`` (classifier or baseline) and record the run in MLflow (``sync``: only
+    send what earlier runs could not)."""
+    if sync:
+        return send_waiting_records(config, model)
     paths, train = config.paths, config.train
     require_validated(paths)
     rows = read_rows(config)
@@ -216,7 +247,8 @@ def run(config: Config, model: str = "classifier") -> None:
         compile_model(
             net, train, frequencies, config.timeline.trailer_top_fraction if weak else None
         )
-    data = input_data(strategy, config, rows, task)
+    first_epoch = resumed_epoch(paths.train_outputs(model)) if task is None else 0
+    data = input_data(strategy, config, rows, task, first_epoch)
     if task is None or task.is_chief:
         tags = {
             **tracking.run_tags(strategy, mixed),
@@ -272,36 +304,61 @@ def train_and_record(
     out = paths.train_outputs(model)
     resuming = prepare(out, resumable=task is None)
     run_id_file = out / "checkpoints" / "mlflow_run_id"
-    if resuming and run_id_file.is_file():
-        tags["resumed_from"] = run_id_file.read_text().strip()
+    resume = run_id_file.read_text().strip() if resuming and run_id_file.is_file() else None
     levels = label_levels(train_rows)
     tags |= {"monitor": monitor, "train_trailers": ", ".join(f"{n} {k}" for k, n in levels.items())}
-    with tracking.start_run(config, run_name=model, tags=tags) as mlflow_run:
-        run_id_file.write_text(mlflow_run.info.run_id)
-        tracking.log_dataset(paths.manifest, train_rows, "train")
-        fit(net, train, data, training_callbacks(train, out, resuming, task, monitor))
+    with tracking.training_run(
+        config, run_name=model, tags=tags, folder=out / tracking.OUTBOX, resume=resume
+    ) as record:
+        run_id_file.write_text(record.run_id)
+        if resume is None:
+            record.log_dataset(paths.manifest, train_rows, "train")
+        callbacks = training_callbacks(train, out, resuming, task, monitor, record.log_metrics)
+        fit(net, train, data, callbacks)
         card = ModelCard(
             model=model,
             cell=config.model.cell if model == "classifier" else None,
             genres=GENRES,
             frame_shape=frame_shape,
             decode=settings,
-            mlflow_run_id=mlflow_run.info.run_id,
+            mlflow_run_id=record.run_id,
             labels=labels_card(train, train_rows),
         )
         export_model(config, net.get_weights(), card)
         history = read_history(out / "history.csv")
         write_json(paths.metrics(f"train_{model}"), summary(history, monitor))
-        tracking.log_model(
+        record.log_model(
             model_card.network_file(paths.model(model)),
-            frame_shape,
-            dataclasses.asdict(settings),
             example_clip(train_rows, paths.shards),
+            frame_shape=frame_shape,
+            decode_settings=dataclasses.asdict(settings),
             python_model=pyfunc.__file__,
             keras_artifact=pyfunc.KERAS_ARTIFACT,
         )
-        tracking.log_artifacts([paths.validate_report, paths.schema], "validate")
+        record.log_artifacts([paths.validate_report, paths.schema], "validate")
     shutil.rmtree(out / "checkpoints")
+    report_record(record, model)
+
+
+def report_record(record: tracking.TrainingRun, model: str) -> None:
+    """The stage's last line: whether the MLflow run holds everything (else exit 75)."""
+    if not record.complete:
+        raise tracking.RunBehind(
+            f"model and outputs written; MLflow run {record.run_id} at {record.uri} lacks "
+            f"{record.outbox.pending} records, kept in {record.outbox.folder}: send them with "
+            f"`trailers train --model {model} --sync` when the server answers"
+        )
+    refused = (
+        f" ({record.outbox.refused} records refused: see above)" if record.outbox.refused else ""
+    )
+    log.info("MLflow run %s: complete at %s%s", record.run_id, record.uri, refused)
+
+
+def send_waiting_records(config: Config, model: str) -> None:
+    """``--sync``: send what the model's earlier runs could not."""
+    lines = tracking.sync(config.paths.train_outputs(model) / tracking.OUTBOX, config.tracking)
+    for line in lines or [f"MLflow: nothing of the {model}'s runs waits to be sent"]:
+        log.info("%s", line)
 
 
 def example_clip(rows: list[ShardRow], shards_dir: Path) -> np.ndarray:

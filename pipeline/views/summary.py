@@ -18,6 +18,16 @@ MODELS = {"classifier": "ConvLSTM", "baseline": "per-frame baseline"}
 COLUMNS = {"macro_ap": "macro AP", "motion_only_ap": "motion-only AP", "trailer_ap": "trailer AP"}
 """The summary's columns: metrics-file suffix -> heading."""
 
+SEGMENT_COLUMNS = {
+    "segment_f1_iou30": "F1 @IoU0.3",
+    "segment_f1_iou50": "F1 @IoU0.5",
+    "segment_f1_iou70": "F1 @IoU0.7",
+    "segment_map": "mAP",
+    "segment_f1_untuned": "F1 untuned",
+}
+"""The segment table's columns: metrics-file suffix -> heading (``untuned``: the config's
+``timeline:`` rule for every genre, at ``evaluate.segment_iou``)."""
+
 
 def _number(value: float | None, signed: bool = False) -> str:
     if value is None:
@@ -37,6 +47,17 @@ def quality_table(numbers: dict[str, float]) -> list[str]:
     return lines
 
 
+def segment_table(numbers: dict[str, float]) -> list[str]:
+    """Each model's macro segment F1 at three IoUs, segment mAP, and F1 before tuning."""
+    width = max(len(name) for name in MODELS.values())
+    headings = "".join(f"  {heading:>11}" for heading in SEGMENT_COLUMNS.values())
+    lines = ["  " + " " * width + headings]
+    for model, name in MODELS.items():
+        cells = [_number(numbers.get(f"{model}_{column}")) for column in SEGMENT_COLUMNS]
+        lines.append(f"  {name:<{width}}" + "".join(f"  {cell:>11}" for cell in cells))
+    return lines
+
+
 def summary(config: Config) -> str:
     paths = config.paths
     numbers = read_json(paths.metrics("evaluate"))
@@ -49,6 +70,10 @@ def summary(config: Config) -> str:
             f"Demo quality on the {split} split ({numbers.get('evaluated_trailers', '?')} "
             f"trailers; per-frame average precision; {paths.metrics('evaluate')}):",
             *quality_table(numbers),
+            "",
+            "Segments (each genre's rule tuned on val; F1 matched one-to-one at an IoU; mAP "
+            "over IoU 0.5:0.05:0.95):",
+            *segment_table(numbers),
             "",
             f"Every number, per genre:  {paths.evaluate_report}",
             f"PR curves:                {paths.pr_curves}/ (`dvc plots show` renders them)",

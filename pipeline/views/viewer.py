@@ -26,6 +26,12 @@ import numpy as np
 
 from pipeline import GENRES
 from pipeline.core.io import atomic_open
+from pipeline.core.timeline import (
+    DURATION_TOLERANCE_S,
+    PROBABILITY_FLOOR,
+    SLIDER_LIMITS,
+    SegmentRules,
+)
 
 PALETTE: Mapping[str, str] = {
     "comedy": "#E69F00",  # Okabe-Ito orange
@@ -55,18 +61,18 @@ def write_viewer(
     fps: float,
     duration_s: float,
     probabilities: np.ndarray,
-    threshold: float,
+    rules: SegmentRules,
     truth: np.ndarray | None = None,
     title: str | None = None,
-    *,
-    min_segment_s: float = 0.0,
 ) -> None:
     """Write the viewer of ``video`` and its timeline to ``page`` (atomically).
 
     ``probabilities`` is float ``(frames, 6)`` in GENRES order, frame ``k`` at time ``k / fps``
     (the timeline contract, ``pipeline/core/timeline.py``); ``truth``, when given, the labels 0/1 of
-    the same shape. ``threshold`` and ``min_segment_s`` start the page's segment list as
-    :func:`pipeline.core.timeline.genre_segments` reads them. ``title`` defaults to the video's
+    the same shape. The page's segment list decodes the probabilities by each genre's rule
+    (``rules``) as :func:`pipeline.core.timeline.genre_segments` does; its threshold slider
+    starts at the mean onset and moves every genre's onset and offset by as much
+    (:meth:`pipeline.core.timeline.SegmentRule.shifted`). ``title`` defaults to the video's
     name.
     """
     page = Path(page)
@@ -88,8 +94,10 @@ def write_viewer(
         "frames": len(probabilities),
         "genres": list(GENRES),
         "colours": [PALETTE[genre] for genre in GENRES],
-        "threshold": float(threshold),
-        "min_segment_s": float(min_segment_s),
+        "rules": [rules[genre].to_dict() for genre in GENRES],
+        "slider_limits": list(SLIDER_LIMITS),
+        "probability_floor": PROBABILITY_FLOOR,
+        "duration_tolerance_s": DURATION_TOLERANCE_S,
         # Little-endian float32 and uint8, frame-major: exact, and a third of the size of
         # decimal JSON for a feature film's tens of thousands of frames.
         "probabilities": _base64(probabilities.astype("<f4")),

@@ -4,11 +4,13 @@
  * column per sampled frame (frame k stands for time k / fps and lasts 1 / fps, the decode stage's
  * sampling rule), a truth lane under each when labels exist, a playhead, hover read-outs, a
  * threshold slider with its segment list, zoom and pan. Every string from the data reaches the page
- * through textContent.
+ * through textContent. The segment list decodes the probabilities by each genre's rule as
+ * pipeline/core/timeline.py does (smoothing, hysteresis, gaps bridged, short segments dropped);
+ * the slider starts at the mean onset and moves every genre's onset and offset by as much.
  *
  * Test hook, read-only, not an API: window.viewer.columns() (columns per lane),
  * playheadColumn() (the column the playhead is drawn on), segments() (the segment list's rows),
- * view() (the visible columns, {first, count}).
+ * view() (the visible columns, {first, count}), sliderStart() (the slider's first value).
  */
 (() => {
   const BELOW_THRESHOLD_TINT = 0.55; // a bar under the threshold: its colour mixed with this much white
@@ -48,7 +50,8 @@
   const status = document.getElementById("status");
 
   const state = {
-    threshold: data.threshold,
+    shift: 0, // the slider's move from its start, added to every onset and offset
+    rules: data.rules,
     first: 0, // first visible column (fractional when zoomed)
     count: frames, // visible columns
     playhead: -1,
@@ -96,22 +99,136 @@
     return clamp(Math.floor(time * fps + TIME_EPSILON), 0, frames - 1);
   }
 
-  // Segments: pipeline/core/timeline.py's runs and genre_segments, line for line. The page holds the
-  // probabilities as float32, and numpy compares a float32 array with a Python float in float32.
-  function computeSegments(threshold) {
-    const limit = Math.fround(threshold);
+  // Segments: pipeline/core/timeline.py's decode_runs and genre_segments, step for step. The page
+  // holds the probabilities as float32, and numpy compares a float32 array with a Python float in
+  // float32 (Math.fround).
+  function nudged(threshold, delta) {
+    return Math.min(Math.max(threshold + delta, data.slider_limits[0]), data.slider_limits[1]);
+  }
+
+  function shiftedRules(delta) {
+    return data.rules.map((rule) => (
+      { ...rule, onset: nudged(rule.onset, delta), offset: nudged(rule.offset, delta) }));
+  }
+
+  function columnOf(genre) {
+    const column = new Float32Array(frames);
+    for (let frame = 0; frame < frames; frame += 1) column[frame] = probability(frame, genre);
+    return column;
+  }
+
+  function runsOf(active) {
+    const found = [];
+    let first = -1;
+    for (let frame = 0; frame <= active.length; frame += 1) {
+      const on = frame < active.length && active[frame];
+      if (on && first < 0) {
+        first = frame;
+      } else if (!on && first >= 0) {
+        found.push([first, frame]);
+        first = -1;
+      }
+    }
+    return found;
+  }
+
+  function framesOf(seconds) {
+    return Math.floor(seconds * fps + 0.5);
+  }
+
+  function medianSmoothed(column, windowS) {
+    const half = Math.floor(framesOf(windowS) / 2);
+    if (half === 0 || column.length === 0) return column;
+    const smoothed = new Float32Array(column.length);
+    const window = new Float32Array(2 * half + 1);
+    for (let frame = 0; frame < column.length; frame += 1) {
+      for (let offset = -half; offset <= half; offset += 1) {
+        window[offset + half] = column[clamp(frame + offset, 0, column.length - 1)];
+      }
+      window.sort();
+      smoothed[frame] = window[half];
+    }
+    return smoothed;
+  }
+
+  function viterbiPath(column, onset, switchCost) {
+    const count = column.length;
+    const path = new Array(count).fill(false);
+    if (count === 0) return path;
+    const floor = data.probability_floor;
+    const clipped = (frame) => Math.min(Math.max(column[frame], floor), 1 - floor);
+    const logOnset = Math.log(onset);
+    const logOffset = Math.log(1 - onset);
+    const on = (frame) => Math.log(clipped(frame)) - logOnset;
+    const off = (frame) => Math.log(1 - clipped(frame)) - logOffset;
+    const stayedOn = new Array(count).fill(true);
+    const stayedOff = new Array(count).fill(true);
+    let bestOn = on(0);
+    let bestOff = off(0);
+    for (let frame = 1; frame < count; frame += 1) {
+      const switchOn = bestOff - switchCost;
+      const switchOff = bestOn - switchCost;
+      stayedOn[frame] = bestOn >= switchOn;
+      stayedOff[frame] = bestOff >= switchOff;
+      const nextOn = (stayedOn[frame] ? bestOn : switchOn) + on(frame);
+      const nextOff = (stayedOff[frame] ? bestOff : switchOff) + off(frame);
+      bestOn = nextOn;
+      bestOff = nextOff;
+    }
+    let state = bestOn > bestOff;
+    for (let frame = count - 1; frame >= 0; frame -= 1) {
+      path[frame] = state;
+      if (!(state ? stayedOn[frame] : stayedOff[frame])) state = !state;
+    }
+    return path;
+  }
+
+  function hysteresisRuns(column, onset, offset) {
+    const high = Math.fround(onset);
+    const low = Math.fround(offset);
+    const found = [];
+    let first = -1;
+    let peak = 0;
+    for (let frame = 0; frame <= column.length; frame += 1) {
+      const above = frame < column.length && column[frame] > low;
+      if (above) {
+        peak = first < 0 ? column[frame] : Math.max(peak, column[frame]);
+        if (first < 0) first = frame;
+      } else if (first >= 0) {
+        if (peak > high) found.push([first, frame]);
+        first = -1;
+      }
+    }
+    return found;
+  }
+
+  function candidateRuns(column, rule) {
+    if (rule.smoothing === "viterbi") return runsOf(viterbiPath(column, rule.onset, rule.switch_cost));
+    const smoothed = rule.smoothing === "median" ? medianSmoothed(column, rule.median_window_s) : column;
+    return hysteresisRuns(smoothed, rule.onset, rule.offset);
+  }
+
+  function tidiedRuns(found, rule) {
+    const tolerance = data.duration_tolerance_s;
+    const bridged = [];
+    for (const [first, stop] of found) {
+      const last = bridged[bridged.length - 1];
+      if (last !== undefined && first / fps - last[1] / fps < rule.min_gap_s - tolerance) {
+        last[1] = stop;
+      } else {
+        bridged.push([first, stop]);
+      }
+    }
+    return bridged.filter(([first, stop]) => (
+      Math.min(stop / fps, data.duration_s) - first / fps >= rule.min_segment_s - tolerance));
+  }
+
+  function computeSegments(rules) {
     const rows = [];
     genres.forEach((genre, index) => {
-      let first = -1;
-      for (let frame = 0; frame <= frames; frame += 1) {
-        const active = frame < frames && probability(frame, index) > limit;
-        if (active && first < 0) {
-          first = frame;
-        } else if (!active && first >= 0) {
-          const segment = makeSegment(index, first, frame);
-          if (segment.end_s - segment.start_s >= data.min_segment_s) rows.push(segment);
-          first = -1;
-        }
+      const column = columnOf(index);
+      for (const [first, stop] of tidiedRuns(candidateRuns(column, rules[index]), rules[index])) {
+        rows.push(makeSegment(index, first, stop));
       }
     });
     return rows.sort((a, b) => a.start_s - b.start_s || a.genre_index - b.genre_index);
@@ -198,7 +315,8 @@
     const image = context.createImageData(width, height);
     const colour = colours[genre];
     const tint = mix(colour, WHITE, BELOW_THRESHOLD_TINT);
-    const limit = Math.fround(state.threshold);
+    const onset = state.rules[genre].onset;
+    const limit = Math.fround(onset);
     const gaps = (width / state.count) >= COLUMN_GAP_FROM_PX;
     for (let x = 0; x < width; x += 1) {
       const [low, high] = pixelColumns(x, width);
@@ -217,11 +335,11 @@
       }
     }
     context.putImageData(image, 0, 0);
-    if (!isTruth) drawThresholdLine(context, width, height);
+    if (!isTruth) drawThresholdLine(context, width, height, onset);
   }
 
-  function drawThresholdLine(context, width, height) {
-    const y = Math.round(height - state.threshold * height) + 0.5;
+  function drawThresholdLine(context, width, height, threshold) {
+    const y = Math.round(height - threshold * height) + 0.5;
     context.strokeStyle = THRESHOLD_LINE;
     context.setLineDash([4, 3]);
     context.beginPath();
@@ -338,10 +456,11 @@
   // Segment list: one button per segment, seeking to its start. Only the rows in sight (and a few
   // beyond) exist: a film's list holds thousands, and laying out 12,000 buttons took seconds.
   function showSegments() {
-    state.segments = computeSegments(state.threshold);
+    state.rules = state.shift === 0 ? data.rules : shiftedRules(state.shift);
+    state.segments = computeSegments(state.rules);
     const count = state.segments.length;
-    sliderValue.textContent = state.threshold.toFixed(2);
-    segmentCount.textContent = `${count} segment${count === 1 ? "" : "s"} above the threshold`;
+    sliderValue.textContent = Number(slider.value).toFixed(2);
+    segmentCount.textContent = `${count} segment${count === 1 ? "" : "s"}`;
     segmentRows.style.height = `${count * SEGMENT_ROW_PX}px`;
     state.current = currentSegments();
     renderSegmentRows();
@@ -494,8 +613,12 @@
   document.getElementById("zoom-out").addEventListener("click", () => zoomCentre(1 / ZOOM_STEP));
   document.getElementById("zoom-fit").addEventListener("click", () => setView(0, frames));
   pan.addEventListener("input", () => setView(Number(pan.value), state.count));
+  slider.min = String(data.slider_limits[0]);
+  slider.max = String(data.slider_limits[1]);
+  slider.value = String(data.rules.reduce((sum, rule) => sum + rule.onset, 0) / data.rules.length);
+  const sliderStart = Number(slider.value); // the value as the slider's step rounds it
   slider.addEventListener("input", () => {
-    state.threshold = Number(slider.value);
+    state.shift = Number(slider.value) - sliderStart;
     showSegments();
     draw();
   });
@@ -520,7 +643,6 @@
 
   document.title = `${data.title} — genre timeline`;
   document.getElementById("title").textContent = data.title;
-  slider.value = String(state.threshold);
   video.src = data.video;
   showSegments();
   new ResizeObserver(resize).observe(timeline);
@@ -535,5 +657,6 @@
     segments: () => state.segments.map(({ genre, start_s, end_s, mean_probability }) => (
       { genre, start_s, end_s, mean_probability })),
     view: () => ({ first: state.first, count: state.count }),
+    sliderStart: () => sliderStart,
   });
 })();
