@@ -17,6 +17,7 @@ from mkdocs.commands.build import build
 from mkdocs.config import load_config as load_mkdocs_config
 
 import pipeline.cli
+import pipeline.views.summary
 from pipeline.core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,12 @@ DOCS = ROOT / "docs"
 CHECKED = re.compile(r"<!-- checked:[^>]*-->\n```console\n(.*?)```", re.S)
 # argparse wraps --help to the terminal's width: the pages show it at this one.
 HELP_COLUMNS = "100"
+# The commands a checked example may run, in-process: help and config errors come before any
+# stage import, and the summary reads the committed metrics.
+COMMANDS = {
+    "trailers": pipeline.cli.main,
+    "python -m pipeline.views.summary": pipeline.views.summary.main,
+}
 
 
 def _reference():
@@ -83,12 +90,12 @@ def test_every_key_has_a_description():
 def _examples() -> list:
     """(page, command, what it prints) of every checked ``console`` block in the manual."""
     examples = []
-    for page in sorted(DOCS.rglob("*.md")):
+    for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
         for block in CHECKED.findall(page.read_text()):
             for example in re.split(r"^(?=\$ )", block, flags=re.M):
                 if example:
                     command, _, output = example.partition("\n")
-                    where = str(page.relative_to(DOCS))
+                    where = str(page.relative_to(DOCS if page.parent != ROOT else ROOT))
                     examples.append(
                         pytest.param(where, command[2:], output, id=f"{where}: {command[2:]}")
                     )
@@ -97,18 +104,19 @@ def _examples() -> list:
 
 def test_the_manual_has_checked_examples():
     pages = {example.values[0] for example in _examples()}
-    assert {f"stages/{stage}.md" for stage in pipeline.cli.STAGES} | {"configuration.md"} <= pages
+    stages = {f"stages/{stage}.md" for stage in pipeline.cli.STAGES}
+    assert stages | {"configuration.md", "getting-started.md", "README.md"} <= pages
 
 
 @pytest.mark.parametrize(("page", "command", "output"), _examples())
 def test_checked_example_prints_what_the_page_shows(page, command, output, capsys, monkeypatch):
-    """In-process (``pipeline.cli.main``): help and config errors come before any stage import."""
-    program, *argv = shlex.split(command)
-    assert program == "trailers", f"{page}: only trailers commands are checked, got {command!r}"
+    program = next((name for name in COMMANDS if command.startswith(f"{name} ")), None)
+    assert program, f"{page}: {command!r} is none of the commands checked here: {list(COMMANDS)}"
+    argv = shlex.split(command.removeprefix(program))
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("COLUMNS", HELP_COLUMNS)
     monkeypatch.setattr(pipeline.cli, "configure", lambda verbosity: None)
     with contextlib.suppress(SystemExit):  # --help
-        pipeline.cli.main(argv)
+        COMMANDS[program](argv)
     printed = capsys.readouterr()
     assert printed.out + printed.err == output, f"{page}: {command}"
