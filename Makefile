@@ -59,8 +59,8 @@ test-fast: $(STAMP) browser ## Run the tests not marked slow (about a minute), f
 	$(PYTEST) -m "not slow"
 
 lint: $(STAMP) ## ruff check + format check
-	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks docs
+	$(BIN)/ruff format --check pipeline tests benchmarks docs
 
 # The manual (mkdocs.yml, docs/). Material's start-up notice about MkDocs 2 is not ours to print.
 DOCS_PORT ?= 8000
