@@ -287,7 +287,8 @@ class BeamConfig(_Section):
         None,
         min_length=1,
         description='Dask only: the scheduler, e.g. `"tcp://host:8786"`; null: a local cluster '
-        "of `num_workers` processes that the stage starts and stops.",
+        "of `num_workers` processes that the stage starts and stops. Not together with "
+        "`runner_options.dask_client_address`.",
     )
     runner_options: dict[str, str] = Field(
         default_factory=dict,
@@ -560,7 +561,11 @@ class TrainConfig(_Section):
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto", description="`auto`: mixed_float16 with a GPU, never on CPU."
     )
-    jit_compile: bool = Field(False, description="Compile the train step with XLA.")
+    jit_compile: bool = Field(
+        False,
+        description="Compile the train step with XLA (false: never, also on a GPU, where Keras "
+        "would by itself).",
+    )
 
     @field_validator("eval_batch_size")
     @classmethod
