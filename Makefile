@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock browser test test-fast lint run run-weak exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast lint docs docs-build run run-weak exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,8 +59,18 @@ test-fast: $(STAMP) browser ## Run the tests not marked slow (about a minute), f
 	$(PYTEST) -m "not slow"
 
 lint: $(STAMP) ## ruff check + format check
-	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks docs
+	$(BIN)/ruff format --check pipeline tests benchmarks docs
+
+# The manual (mkdocs.yml, docs/). Material's start-up notice about MkDocs 2 is not ours to print.
+DOCS_PORT ?= 8000
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+docs: $(STAMP) ## Serve the manual at http://127.0.0.1:8000 (DOCS_PORT=...), rebuilt as docs/ changes
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+docs-build: $(STAMP) ## Build the manual into site/ with --strict: a broken link or missing page fails
+	$(MKDOCS) build --strict
 
 run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro), then sum it up
 	$(BIN)/dvc repro

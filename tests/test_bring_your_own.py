@@ -277,8 +277,8 @@ def test_the_documented_trailer_level_example(smoke_corpus, tmp_path):
         assert (frames(tmp_path, rows[video], "labels") == [g in genres for g in GENRES]).all()
         assert {row.label_level for row in rows[video]} == {"trailer"}
 
-    # As the README says: four trailers' splits cannot look alike, so the example turns the
-    # drift checks off (1.0: the largest divergence); everything else is checked as always.
+    # As docs/bring-your-own.md says: four trailers' splits cannot look alike, so the example
+    # turns the drift checks off (1.0: the largest divergence); all else is checked as always.
     no_drift = ("validate.drift_threshold=1.0", "validate.genre_drift_threshold=1.0")
     result = trailers("validate", *path_overrides(tmp_path), *no_drift, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

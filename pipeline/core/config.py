@@ -62,11 +62,18 @@ class PathsConfig(_Section):
     stage (``metrics``), ``models_dir`` the trained models.
     """
 
-    data_dir: str = "data"
-    outputs_dir: str = "outputs"
-    metrics_dir: str = "metrics"
-    models_dir: str = "models"
-    schema_file: str = "configs/schema.pbtxt"
+    data_dir: str = Field(
+        "data", description="The corpus (videos, annotations, splits) and its decoded shards."
+    )
+    outputs_dir: str = Field("outputs", description="One folder of outputs per stage.")
+    metrics_dir: str = Field(
+        "metrics", description="One small JSON of summary numbers per stage, tracked in git."
+    )
+    models_dir: str = Field("models", description="The trained models, one folder each.")
+    schema_file: str = Field(
+        "configs/schema.pbtxt",
+        description="The data contract validate checks the shards against (TFDV schema).",
+    )
 
     @property
     def data(self) -> Path:
@@ -180,26 +187,59 @@ class SynthConfig(_Section):
     separated by a title card (probability ``title_card_prob``) or black frames.
     """
 
-    n_trailers: int = Field(24, ge=3)
-    duration_s: tuple[float, float] = (8.0, 14.0)
-    fps_choices: tuple[float, ...] = (24.0, 25.0, 29.97, 30.0)
-    width: tuple[int, int] = (160, 256)
-    aspect_ratios: tuple[float, ...] = (1.33, 1.78, 2.39)
-    block_s: tuple[float, float] = (1.5, 3.0)
-    shot_s: tuple[float, float] = (0.8, 2.0)
-    title_card_s: float = Field(0.4, gt=0.0)
-    black_s: float = Field(0.2, gt=0.0)
-    title_card_prob: float = Field(0.5, ge=0.0, le=1.0)
-    second_genre_prob: float = Field(0.25, ge=0.0, le=1.0)
-    genres_per_trailer: tuple[int, int] | None = None
-    """[min, max] distinct genres in each trailer, as real catalogues have (1 to 3); null: the
-    genres of a split are dealt to its blocks from shuffled decks of all six (4 or 5 per demo
-    trailer)."""
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    crf: int = Field(0, ge=0, le=51)
+    n_trailers: int = Field(24, ge=3, description="How many trailers to make.")
+    duration_s: tuple[float, float] = Field(
+        (8.0, 14.0), description="[min, max] length of a trailer, drawn per trailer."
+    )
+    fps_choices: tuple[float, ...] = Field(
+        (24.0, 25.0, 29.97, 30.0), description="Frame rates a trailer is drawn from."
+    )
+    width: tuple[int, int] = Field(
+        (160, 256), description="[min, max] frame width (at least 16), drawn per trailer."
+    )
+    aspect_ratios: tuple[float, ...] = Field(
+        (1.33, 1.78, 2.39), description="Width-to-height ratios a trailer is drawn from."
+    )
+    block_s: tuple[float, float] = Field(
+        (1.5, 3.0), description="[min, max] length of a genre block."
+    )
+    shot_s: tuple[float, float] = Field(
+        (0.8, 2.0),
+        description="[min, max] length of a shot within a block (action cuts twice as fast).",
+    )
+    title_card_s: float = Field(0.4, gt=0.0, description="Length of a title card between blocks.")
+    black_s: float = Field(
+        0.2, gt=0.0, description="Length of the black frames between blocks without a title card."
+    )
+    title_card_prob: float = Field(
+        0.5, ge=0.0, le=1.0, description="Probability that blocks are separated by a title card."
+    )
+    second_genre_prob: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a block shows a second genre beside it (split screen, "
+        "two labels).",
+    )
+    genres_per_trailer: tuple[int, int] | None = Field(
+        None,
+        description="[min, max] distinct genres in each trailer, as real catalogues have (1 to "
+        "3); null: the genres of a split are dealt to its blocks from shuffled decks of all six "
+        "(4 or 5 per demo trailer).",
+    )
+    split_fractions: tuple[float, float, float] = Field(
+        (0.6, 0.2, 0.2), description="Fractions of trailers in train, val and test (sum 1)."
+    )
+    crf: int = Field(
+        0,
+        ge=0,
+        le=51,
+        description="x264 quality; 0 is lossless: decoded frames are exactly the drawn ones, in "
+        "every run and process.",
+    )
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
-    ] = "veryfast"
+    ] = Field("veryfast", description="x264 speed preset.")
 
     _ranges = field_validator("duration_s", "width", "block_s", "shot_s")(_positive_range)
     _lists = field_validator("fps_choices", "aspect_ratios")(_positive_items)
@@ -245,13 +285,30 @@ class BeamConfig(_Section):
     long videos into. Any runner gets ``runner_options`` as its flags (``pipeline/infra/beam.py``).
     """
 
-    runner: str = "DirectRunner"
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
-        "multi_threading"
+    runner: str = Field(
+        "DirectRunner",
+        description="`DirectRunner`, `dask` (Beam's Dask runner), or another Beam runner's name.",
     )
-    num_workers: int = Field(0, ge=0)
-    scheduler_address: str | None = Field(None, min_length=1)
-    runner_options: dict[str, str] = Field(default_factory=dict)
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = Field(
+        "multi_threading", description="How the DirectRunner runs its workers (decode's mode)."
+    )
+    num_workers: int = Field(
+        0,
+        ge=0,
+        description="Workers; 0: one per usable core (CPU affinity and cgroup limits "
+        "respected). Also how many parts decode cuts long videos into.",
+    )
+    scheduler_address: str | None = Field(
+        None,
+        min_length=1,
+        description='Dask only: the scheduler, e.g. `"tcp://host:8786"`; null: a local cluster '
+        "of `num_workers` processes that the stage starts and stops. Not together with "
+        "`runner_options.dask_client_address`.",
+    )
+    runner_options: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra runner flags without "--", e.g. `{dask_connection_timeout: "10"}`.',
+    )
 
     @model_validator(mode="after")
     def _one_scheduler(self) -> BeamConfig:
@@ -286,27 +343,85 @@ class DecodeConfig(_Section):
     decord is not installable, or to compare).
     """
 
-    source: Literal["annotations", "folder"] = "annotations"
-    input_dir: str | None = None
-    video_extensions: tuple[str, ...] = (
-        ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".mpg",
-        ".mpeg", ".wmv", ".flv", ".3gp", ".ogv",
+    source: Literal["annotations", "folder"] = Field(
+        "annotations",
+        description="`annotations`: the videos annotations.csv and splits.csv list; `folder`: "
+        "every video in `input_dir`, unlabelled.",
+    )
+    input_dir: str | None = Field(
+        None,
+        description="The videos folder (null: `<data_dir>/videos`); annotations' `video` "
+        "column is relative to it.",
+    )
+    video_extensions: tuple[str, ...] = Field(
+        (
+            ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".mpg",
+            ".mpeg", ".wmv", ".flv", ".3gp", ".ogv",
+        ),
+        description="Lower-case extensions of the files taken for videos; any other file is "
+        "listed as skipped in the report.",
     )  # fmt: skip
-    remux_formats: tuple[str, ...] = ("mpegts", "mpeg")
-    verify: Literal["size_mtime", "sha256"] = "size_mtime"
-    fps: float = Field(8.0, gt=0, le=120)
-    height: int = Field(64, ge=8, le=2160)
-    width: int = Field(64, ge=8, le=3840)
-    aspect: Literal["letterbox", "crop"] = "letterbox"
-    max_frames_per_shard: int = Field(128, ge=1)
-    split_videos: bool = True
-    decoder_threads: int = Field(0, ge=0)
-    fault_tolerance: float = Field(0.05, ge=-1)
-    allow_truncated: bool = True
-    decoder: Literal["auto", "pyav"] = "auto"
-    stall_timeout_s: float = Field(120.0, gt=0)
-    worker_max_videos: int = Field(50, ge=0)
-    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    remux_formats: tuple[str, ...] = Field(
+        ("mpegts", "mpeg"),
+        description="Containers (PyAV format names) copied into Matroska first: decord "
+        "misplaces their frames.",
+    )
+    verify: Literal["size_mtime", "sha256"] = Field(
+        "size_mtime",
+        description="How a rerun checks the shards it keeps: size, and the hash only when the "
+        "modification time moved; or `sha256`: hash every kept shard.",
+    )
+    fps: float = Field(8.0, gt=0, le=120, description="Frames sampled per second of video.")
+    height: int = Field(64, ge=8, le=2160, description="Height of a decoded frame, in pixels.")
+    width: int = Field(64, ge=8, le=3840, description="Width of a decoded frame, in pixels.")
+    aspect: Literal["letterbox", "crop"] = Field(
+        "letterbox",
+        description="Fit frames of another shape with black bars, or centre-crop them.",
+    )
+    max_frames_per_shard: int = Field(
+        128,
+        ge=1,
+        description="Frames per shard (16 s at 8 fps); also the grain of a long video's split.",
+    )
+    split_videos: bool = Field(
+        True, description="Cut long videos into parts of whole shards that workers share."
+    )
+    decoder_threads: int = Field(
+        0, ge=0, description="decord threads per worker; 0: the cores that busy workers leave idle."
+    )
+    fault_tolerance: float = Field(
+        0.05,
+        ge=-1,
+        description="decord's `fault_tol`: a video with more recovered (repeated) frames than "
+        "this fraction of its frames (above 1: this count) fails; negative: off.",
+    )
+    allow_truncated: bool = Field(
+        True,
+        description="A file cut short gives its readable frames and a warning (false: it fails).",
+    )
+    decoder: Literal["auto", "pyav"] = Field(
+        "auto",
+        description="`auto`: decord, PyAV where decord cannot read a video (AV1, quarter-turned "
+        "clips); `pyav`: PyAV for all.",
+    )
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A decoder process that reports no progress this long is killed and "
+        "replaced; only its video fails.",
+    )
+    worker_max_videos: int = Field(
+        50,
+        ge=0,
+        description="Calls (video parts) a decoder process serves before it is replaced, "
+        "bounding native memory leaks (0: never).",
+    )
+    max_failed_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="The stage exits 1 when more than this fraction of the videos failed.",
+    )
 
     @field_validator("video_extensions")
     @classmethod
@@ -324,40 +439,89 @@ class ValidateConfig(_Section):
     per shard, so in-process (``in_memory``, one worker) starts fastest.
     """
 
-    black_level: float = Field(16.0, ge=0, le=255)
-    chunk_frames: int = Field(64, ge=1)
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
-    drift_features: tuple[str, ...] = ("frame_brightness",)
-    drift_threshold: float = Field(0.3, gt=0, le=1)
-    genre_drift_threshold: float = Field(0.3, gt=0, le=1)
-    skew_features: tuple[str, ...] = ("height", "width", "fps")
-    skew_threshold: float = Field(0.3, gt=0, le=1)
+    black_level: float = Field(
+        16.0, ge=0, le=255, description="A frame whose mean pixel is below this counts as black."
+    )
+    chunk_frames: int = Field(
+        64, ge=1, description="Frames of a shard read at a time (memory-mapped)."
+    )
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = Field(
+        "in_memory", description="Validate's own DirectRunner mode."
+    )
+    drift_features: tuple[str, ...] = Field(
+        ("frame_brightness",),
+        description="Features whose distribution in val, test and unlabelled data is compared "
+        "with train's (Jensen-Shannon divergence).",
+    )
+    drift_threshold: float = Field(
+        0.3, gt=0, le=1, description="Largest divergence of a drift feature that passes."
+    )
+    genre_drift_threshold: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Largest difference in a genre's share of frames between a split and train.",
+    )
+    skew_features: tuple[str, ...] = Field(
+        ("height", "width", "fps"),
+        description="Features that must match train's (a split decoded with other settings).",
+    )
+    skew_threshold: float = Field(
+        0.3, gt=0, le=1, description="Largest divergence of a skew feature that passes."
+    )
 
 
 class ModelConfig(_Section):
     """The multi-branch ConvLSTM classifier."""
 
-    cell: Literal["convlstm", "peephole", "st_clstm"] = "convlstm"
-    trunk_filters: tuple[int, ...] = (16, 16)
-    kernel_size: int = Field(3, ge=1)
-    pool_size: int = Field(2, ge=1)
-    branch_filters: int = Field(8, ge=1)
-    dense_units: tuple[int, int] = (32, 16)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    batch_norm: Literal["synchronized", "per_replica"] = "synchronized"
-    """Trunk batch statistics over the global batch (all replicas) or each replica's share."""
-    frame_norm: Literal["scale", "standardize"] = "scale"
-    """Input frames scaled to [0, 1], or each frame standardised to zero mean, unit variance."""
-    motion_input: Literal["none", "difference"] = "none"
-    """``difference``: the recurrent model also sees each frame minus the previous one, stacked
-    on its channels (the per-frame baseline never does)."""
-    cell_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    """The recurrent cells' input dropout, as ``keras.layers.ConvLSTM2D``'s ``dropout``: one mask
-    per gate and window, the same at every step, drawn from the run's seed."""
-    cell_recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    """The recurrent cells' dropout on the hidden state (``ConvLSTM2D``'s ``recurrent_dropout``)."""
-    cell_l2: float = Field(0.0, ge=0.0)
-    """L2 penalty on the recurrent cells' kernels and recurrent kernels (0: none)."""
+    cell: Literal["convlstm", "peephole", "st_clstm"] = Field(
+        "convlstm",
+        description="The recurrent cell: ConvLSTM, ConvLSTM with peepholes, or ST-CLSTM.",
+    )
+    trunk_filters: tuple[int, ...] = Field(
+        (16, 16), description="Filters of each ConvLSTM layer of the shared trunk."
+    )
+    kernel_size: int = Field(3, ge=1, description="Convolution kernel size of the cells.")
+    pool_size: int = Field(2, ge=1, description="Spatial max-pooling after each layer.")
+    branch_filters: int = Field(8, ge=1, description="Filters of each genre branch's ConvLSTM.")
+    dense_units: tuple[int, int] = Field(
+        (32, 16), description="Units of the two Dense layers of each genre head."
+    )
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in each genre head.")
+    batch_norm: Literal["synchronized", "per_replica"] = Field(
+        "synchronized",
+        description="Trunk batch statistics over the global batch (all replicas) or each "
+        "replica's share.",
+    )
+    frame_norm: Literal["scale", "standardize"] = Field(
+        "scale",
+        description="Input frames scaled to [0, 1], or each frame standardised to zero mean, "
+        "unit variance (dark, low-contrast frames at full range).",
+    )
+    motion_input: Literal["none", "difference"] = Field(
+        "none",
+        description="`difference`: the recurrent model also sees each frame minus the previous "
+        "one, stacked on its channels (the per-frame baseline never does).",
+    )
+    cell_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="The recurrent cells' input dropout, as `keras.layers.ConvLSTM2D`'s "
+        "`dropout`: one mask per gate and window, the same at every step, drawn from the seed.",
+    )
+    cell_recurrent_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="The recurrent cells' dropout on the hidden state (`ConvLSTM2D`'s "
+        "`recurrent_dropout`).",
+    )
+    cell_l2: float = Field(
+        0.0,
+        ge=0.0,
+        description="L2 penalty on the recurrent cells' kernels and recurrent kernels (0: none).",
+    )
 
     _sizes = field_validator("trunk_filters", "dense_units")(_positive_items)
 
@@ -365,8 +529,10 @@ class ModelConfig(_Section):
 class AugmentConfig(_Section):
     """Training-time augmentation of the windows (never applied to evaluation data)."""
 
-    horizontal_flip: bool = True
-    temporal_jitter: int = Field(0, ge=0)
+    horizontal_flip: bool = Field(True, description="Flip whole training windows left-right.")
+    temporal_jitter: int = Field(
+        0, ge=0, description="Shift each window's start by up to this many frames (0: none)."
+    )
 
 
 class TrainConfig(_Section):
@@ -377,29 +543,61 @@ class TrainConfig(_Section):
     of ``eval_window`` frames.
     """
 
-    window: int = Field(16, ge=1)
-    stride: int = Field(8, ge=1)
-    eval_window: int = Field(0, ge=0)
-    batch_size: int = Field(8, ge=1)
-    eval_batch_size: int = Field(1, ge=1)
-    parallel_reads: int = Field(4, ge=1)
+    window: int = Field(16, ge=1, description="Frames per training window (2 s at 8 fps).")
+    stride: int = Field(8, ge=1, description="Frames between the starts of two windows.")
+    eval_window: int = Field(
+        0, ge=0, description="Frames per validation window; 0: score whole trailers."
+    )
+    batch_size: int = Field(
+        8, ge=1, description="Windows per batch (per worker with `strategy: multi_worker`)."
+    )
+    eval_batch_size: int = Field(
+        1, ge=1, description="Validation batch; 1 when scoring whole trailers."
+    )
+    parallel_reads: int = Field(4, ge=1, description="Windows read from the shards at once.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    epochs: int = Field(20, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
-    positive_weights: bool = False
-    early_stopping_patience: int = Field(5, ge=0)
-    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
-    jit_compile: bool = False
-    weak_labels: Literal["broadcast", "mil"] = "broadcast"
-    """How a trailer labelled at trailer level (``label_level: trailer``) trains. ``broadcast``:
-    its genres on every frame. ``mil``: multiple-instance learning, the trailer is one bag (one
-    window from its first frame, padded; it must fit ``window``): each present genre's pooled
-    score (``mil_pooling``) is compared with the trailer's label, and each absent genre is an
-    exact negative on every frame. Segment-labelled trailers keep the per-frame loss."""
-    mil_pooling: Literal["top_k", "mean"] = "top_k"
-    """A bag's score per genre: the mean of its top ``mil_top_fraction`` frames, or of all."""
-    mil_top_fraction: float = Field(0.25, gt=0, le=1)
+    epochs: int = Field(20, ge=1, description="Most epochs (early stopping may end sooner).")
+    learning_rate: float = Field(2e-3, gt=0, description="Adam's learning rate.")
+    positive_weights: bool = Field(
+        False,
+        description="Weigh each genre's positives and negatives equally overall, from the "
+        "train split's label frequencies.",
+    )
+    early_stopping_patience: int = Field(
+        5,
+        ge=0,
+        description="Epochs without a better `val_macro_auc_pr` before training stops.",
+    )
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = Field(
+        "auto",
+        description="Distribution: `auto` is MirroredStrategy when more than one GPU is "
+        "visible; `multi_worker`: one process per worker, the cluster in `TF_CONFIG`.",
+    )
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto", description="`auto`: mixed_float16 with a GPU, never on CPU."
+    )
+    jit_compile: bool = Field(
+        False,
+        description="Compile the train step with XLA (false: never, also on a GPU, where Keras "
+        "would by itself).",
+    )
+    weak_labels: Literal["broadcast", "mil"] = Field(
+        "broadcast",
+        description="How a trailer labelled at trailer level (`label_level: trailer`) trains. "
+        "`broadcast`: its genres on every frame. `mil`: multiple-instance learning, the trailer "
+        "is one bag (one window from its first frame, padded; it must fit `window`): each "
+        "present genre's pooled score (`mil_pooling`) is compared with the trailer's label, "
+        "and each absent genre is an exact negative on every frame. Segment-labelled trailers "
+        "keep the per-frame loss.",
+    )
+    mil_pooling: Literal["top_k", "mean"] = Field(
+        "top_k",
+        description="`mil`: a bag's score per genre, the mean of its top `mil_top_fraction` "
+        "frames, or of all.",
+    )
+    mil_top_fraction: float = Field(
+        0.25, gt=0, le=1, description="`mil` with `top_k`: the fraction of a bag's frames pooled."
+    )
 
     @model_validator(mode="after")
     def _mil_unweighted(self) -> TrainConfig:
@@ -425,15 +623,40 @@ class TimelineConfig(_Section):
     """How per-frame probabilities are read as a timeline (predict's outputs, evaluate's
     segments and trailer-level scores)."""
 
-    threshold: float = Field(0.5, gt=0, lt=1)  # genres present; and the onset of these rules
-    offset_threshold: float | None = Field(None, gt=0, lt=1)  # ends a segment; null: threshold
-    min_segment_s: float = Field(0.0, ge=0)  # shorter segments are dropped
-    min_gap_s: float = Field(0.0, ge=0)  # shorter gaps between two segments are bridged
-    smoothing: Literal["none", "median", "viterbi"] = "none"
-    median_window_s: float = Field(0.5, gt=0)  # smoothing: median's window
-    switch_cost: float = Field(2.0, ge=0)  # smoothing: viterbi's cost (nats) of changing state
-    rules: Literal["tuned", "config"] = "tuned"  # tuned: the model's rules, tuned on val
-    trailer_top_fraction: float = Field(0.25, gt=0, le=1)  # trailer score: mean of the top frames
+    threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="A trailer score above it: the genre is present; also the onset of this "
+        "section's segment rule.",
+    )
+    offset_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Hysteresis: a segment ends below this (null: `threshold`); at most "
+        "`threshold`.",
+    )
+    min_segment_s: float = Field(0.0, ge=0, description="Shorter segments are dropped.")
+    min_gap_s: float = Field(
+        0.0, ge=0, description="Shorter gaps between two segments of a genre are bridged."
+    )
+    smoothing: Literal["none", "median", "viterbi"] = Field(
+        "none",
+        description="`median` over `median_window_s`, or `viterbi` with `switch_cost` per change.",
+    )
+    median_window_s: float = Field(0.5, gt=0, description="The median smoothing's window.")
+    switch_cost: float = Field(
+        2.0, ge=0, description="Viterbi smoothing's cost (nats) of changing state."
+    )
+    rules: Literal["tuned", "config"] = Field(
+        "tuned",
+        description="`tuned`: the model's rules, tuned on val by evaluate; `config`: predict and "
+        "the viewer use this section's rule.",
+    )
+    trailer_top_fraction: float = Field(
+        0.25, gt=0, le=1, description="A trailer's score per genre: the mean of its top frames."
+    )
 
     @model_validator(mode="after")
     def _offset_below_onset(self) -> TimelineConfig:
@@ -449,12 +672,22 @@ class RuleGridConfig(_Section):
     """The segment rules evaluate tries per genre on val (every combination; the best segment
     F1 at ``evaluate.segment_iou`` wins, the first listed on a tie)."""
 
-    onsets: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
-    hysteresis: tuple[float, ...] = (0.0, 0.1, 0.2)  # offset = onset - this (floored above 0)
-    min_segment_s: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
-    min_gap_s: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
-    median_window_s: tuple[float, ...] = (0.375, 0.625)  # each tried as median smoothing
-    switch_cost: tuple[float, ...] = (1.0, 3.0)  # each tried as viterbi smoothing
+    onsets: tuple[float, ...] = Field(
+        (0.3, 0.4, 0.5, 0.6, 0.7), description="Onset thresholds tried, each in (0, 1)."
+    )
+    hysteresis: tuple[float, ...] = Field(
+        (0.0, 0.1, 0.2), description="Offset = onset - this (floored above 0)."
+    )
+    min_segment_s: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 1.0), description="Minimum segment lengths tried."
+    )
+    min_gap_s: tuple[float, ...] = Field((0.0, 0.25, 0.5, 1.0), description="Gaps bridged tried.")
+    median_window_s: tuple[float, ...] = Field(
+        (0.375, 0.625), description="Each tried as median smoothing (`[]`: none)."
+    )
+    switch_cost: tuple[float, ...] = Field(
+        (1.0, 3.0), description="Each tried as Viterbi smoothing (`[]`: none)."
+    )
 
     @field_validator("onsets")
     @classmethod
@@ -481,21 +714,36 @@ class RuleGridConfig(_Section):
 class PredictConfig(_Section):
     """``trailers predict``: any video through the streaming model, chunk by chunk."""
 
-    chunk_frames: int = Field(64, ge=1)  # frames decoded and fed to the model at a time
-    decoder_threads: int = Field(0, ge=0)  # per video; 0: as decode's, the usable cores
-    html: bool = True  # also write the timeline viewer page
+    chunk_frames: int = Field(
+        64, ge=1, description="Frames decoded and fed to the streaming model at a time."
+    )
+    decoder_threads: int = Field(
+        0, ge=0, description="Decoder threads per video; 0: as decode, the usable cores."
+    )
+    html: bool = Field(True, description="Also write the timeline viewer page.")
 
 
 class EvaluateConfig(_Section):
     """``trailers evaluate``: per-genre metrics of each trained model on a labelled split."""
 
-    split: Literal["val", "test"] = "test"
-    segment_iou: float = Field(0.5, gt=0, le=1)  # the IoU segment_f1 quotes and rules are tuned at
+    split: Literal["val", "test"] = Field("test", description="The split scored.")
+    segment_iou: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="The IoU `segment_f1` quotes, and the one the segment rules are tuned at.",
+    )
     tune_rules: RuleGridConfig = Field(default_factory=RuleGridConfig)
-    example_timelines: int = Field(4, ge=0)  # test trailers drawn as truth-against-prediction
-    register_model: bool = False  # register the ConvLSTM in the MLflow Model Registry
-    registered_model_name: str = "trailer-genres"
-    alias: str = "champion"
+    example_timelines: int = Field(
+        4, ge=0, description="Trailers drawn as truth-against-prediction pictures."
+    )
+    register_model: bool = Field(
+        False,
+        description="Register the ConvLSTM in the MLflow Model Registry as "
+        "`<registered_model_name>@<alias>`.",
+    )
+    registered_model_name: str = Field("trailer-genres", description="The registered model's name.")
+    alias: str = Field("champion", description="The alias that points at the new version.")
 
 
 class TrackingConfig(_Section):
@@ -510,13 +758,35 @@ class TrackingConfig(_Section):
     again, ``flush_timeout_s`` how long the end of a run waits for records still being sent.
     """
 
-    tracking_uri: str | None = None
-    experiment: str = "trailer-genres"
-    system_metrics_interval_s: float = Field(1.0, gt=0)
-    request_timeout_s: int = Field(5, gt=0)
-    request_retries: int = Field(1, ge=0, le=10)
-    retry_every_s: float = Field(5.0, gt=0)
-    flush_timeout_s: float = Field(30.0, ge=0)
+    tracking_uri: str | None = Field(
+        None,
+        description="The MLflow store; null: `MLFLOW_TRACKING_URI`, else "
+        "`sqlite:///<project>/mlflow.db`.",
+    )
+    experiment: str = Field("trailer-genres", description="The MLflow experiment's name.")
+    system_metrics_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between two samples of CPU, memory, disk and GPU."
+    )
+    request_timeout_s: int = Field(
+        5,
+        gt=0,
+        description="`MLFLOW_HTTP_REQUEST_TIMEOUT` for train and evaluate (the environment's "
+        "wins).",
+    )
+    request_retries: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="`MLFLOW_HTTP_REQUEST_MAX_RETRIES` likewise: a call gives up in seconds.",
+    )
+    retry_every_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often training tries an absent server again (its records wait on disk).",
+    )
+    flush_timeout_s: float = Field(
+        30.0, ge=0, description="How long the end of training waits for records still being sent."
+    )
 
 
 def tracking_uri(tracking: TrackingConfig) -> str:
@@ -534,7 +804,9 @@ def tracking_uri(tracking: TrackingConfig) -> str:
 class Config(_Section):
     """The whole configuration: one section per stage."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(
+        0, ge=0, description="Every random draw (corpus, splits, training) derives from it."
+    )
     paths: PathsConfig = Field(default_factory=PathsConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
