@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock browser test test-fast lint docs docs-build run exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast lint docs docs-build run run-weak exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,18 @@ docs-build: $(STAMP) ## Build the manual into site/ with --strict: a broken link
 run: $(STAMP) ## Run the whole pipeline on the built-in demo corpus (dvc repro), then sum it up
 	$(BIN)/dvc repro
 	@$(BIN)/python -m pipeline.views.summary --config configs/pipeline.yaml
+
+WEAK_CONFIG := configs/weak.yaml
+# configs/weak.yaml's paths.data_dir
+WEAK_DATA := data/weak
+run-weak: $(STAMP) ## The weakly labelled demo end to end: train split labelled at trailer level only, val/test by segment (configs/weak.yaml; every stage reruns)
+	$(TRAILERS) synth --config $(WEAK_CONFIG)
+	$(BIN)/python docs/bring_your_own/weaken.py $(WEAK_DATA) train
+	$(TRAILERS) decode --config $(WEAK_CONFIG)
+	$(TRAILERS) validate --config $(WEAK_CONFIG)
+	$(TRAILERS) train --config $(WEAK_CONFIG) --model classifier
+	$(TRAILERS) train --config $(WEAK_CONFIG) --model baseline
+	$(TRAILERS) evaluate --config $(WEAK_CONFIG)
 
 exp: $(STAMP) ## A DVC experiment with other params: make exp SET="train.epochs=3 train.learning_rate=0.001"
 	@test -n "$(SET)" || { echo 'usage: make exp SET="train.epochs=3 ..." (keys of configs/pipeline.yaml)'; exit 2; }

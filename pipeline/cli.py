@@ -76,7 +76,9 @@ STAGES: dict[str, Stage] = {
     ),
     "train": Stage(
         "pipeline.train.run",
-        "train the ConvLSTM classifier (or the per-frame baseline) and record the run in MLflow",
+        "train the ConvLSTM classifier (or the per-frame baseline) and record the run in MLflow; "
+        "trailers labelled at trailer level train as train.weak_labels says (broadcast, or mil: "
+        "one bag per trailer)",
         reads=lambda paths: (
             f"{paths.manifest} and the train and val shards, {paths.anomalies} (must have passed)"
         ),
@@ -102,8 +104,9 @@ STAGES: dict[str, Stage] = {
     "evaluate": Stage(
         "pipeline.evaluate.run",
         "score the classifier and the per-frame baseline per genre on a labelled split "
-        "(evaluate.split) and measure the gain from time; tune each genre's segment rule on val "
-        "and store it with the model",
+        "(evaluate.split) and measure the gain from time; frames and segments against "
+        "segment labels only, trailer-level labels at trailer level; tune each genre's "
+        "segment rule on val and store it with the model",
         reads=lambda paths: (
             f"{paths.model('classifier')}/, {paths.model('baseline')}/, {paths.manifest} and "
             "the val and test shards"

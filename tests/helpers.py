@@ -13,6 +13,7 @@ from pipeline.core.config import Config, load_config
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "configs" / "pipeline.yaml"
 SMOKE_CONFIG = ROOT / "configs" / "smoke.yaml"
+WEAK_CONFIG = ROOT / "configs" / "weak.yaml"
 COMMITTED_SCHEMA = ROOT / "configs" / "schema.pbtxt"
 
 TRAINED_EPOCHS = load_config(SMOKE_CONFIG).train.epochs

@@ -19,7 +19,7 @@ from helpers import ROOT, SMOKE_CONFIG, copy_corpus, path_overrides, trailers
 from media import FFMPEG_LINE, frame_codes, write_video
 
 from pipeline import GENRES
-from pipeline.core.annotations import check_trailer_id
+from pipeline.core.annotations import check_trailer_id, labelled_trailers
 from pipeline.core.config import Config, ConfigError, load_config
 from pipeline.core.manifest import ShardRow, read_manifest
 from pipeline.core.video import sample_times, sample_video
@@ -282,6 +282,37 @@ def test_the_documented_trailer_level_example(smoke_corpus, tmp_path):
     no_drift = ("validate.drift_threshold=1.0", "validate.genre_drift_threshold=1.0")
     result = trailers("validate", *path_overrides(tmp_path), *no_drift, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_weaken_relabels_one_split_at_trailer_level_through_to_annotations(tmp_path):
+    """configs/weak.yaml's step: the train split's segments become one trailer-level row per
+    genre (with the video column), the other splits keep theirs; a second run changes nothing."""
+    spreadsheet_csv(
+        tmp_path / "annotations.csv",
+        [
+            "trailer_id,start_s,end_s,genre",
+            "000,0.0,2.0,comedy",
+            "000,2.5,4.0,action",
+            "000,4.5,6.0,comedy",
+            "001,0.0,3.0,horror",
+        ],
+    )
+    spreadsheet_csv(tmp_path / "splits.csv", ["trailer_id,split", "000,train", "001,val"])
+    script = ROOT / "docs" / "bring_your_own" / "weaken.py"
+    command = [sys.executable, str(script), str(tmp_path), "train"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "1 trailers labelled at trailer level" in done.stdout
+    labelled, problems = labelled_trailers(tmp_path / "annotations.csv", tmp_path / "splits.csv")
+    assert problems == []
+    weak = labelled["000"]
+    assert all(segment.whole_trailer for segment in weak.segments)
+    assert sorted(segment.genre for segment in weak.segments) == ["action", "comedy"]
+    assert weak.video == "trailer_000.mp4"
+    assert [(seg.start_s, seg.end_s) for seg in labelled["001"].segments] == [(0.0, 3.0)]
+    first = (tmp_path / "annotations.csv").read_bytes()
+    subprocess.run(command, capture_output=True, check=True)
+    assert (tmp_path / "annotations.csv").read_bytes() == first
 
 
 CONTAINERS = {".mkv": ("matroska", "libx264"), ".mpg": ("mpeg", "mpeg2video")}

@@ -3,12 +3,12 @@
 import subprocess
 
 import pytest
-from helpers import DEMO_CONFIG, SMOKE_CONFIG, trailers
+from helpers import DEMO_CONFIG, SMOKE_CONFIG, WEAK_CONFIG, trailers
 
 from pipeline import GENRES
 from pipeline.core.config import ConfigError, load_config
 
-SHIPPED = [DEMO_CONFIG, SMOKE_CONFIG]
+SHIPPED = [DEMO_CONFIG, SMOKE_CONFIG, WEAK_CONFIG]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -39,6 +39,10 @@ def test_override_changes_value_and_type_is_kept():
         ("decode.fps=-1", "decode.fps: Input should be greater than 0 (got -1)"),
         ("decode.aspect=stretch", "decode.aspect: Input should be 'letterbox' or 'crop'"),
         ("synth.duration_s=[5, 1]", "synth.duration_s: expected [min, max] with 0 < min <= max"),
+        ("synth.genres_per_trailer=[0, 3]", "synth.genres_per_trailer: expected [min, max] with 1"),
+        ("synth.genres_per_trailer=[2, 7]", "synth.genres_per_trailer: expected [min, max] with 1"),
+        ("train.weak_labels=both", "train.weak_labels: Input should be 'broadcast' or 'mil'"),
+        ("train.mil_top_fraction=0", "train.mil_top_fraction: Input should be greater than 0"),
         (
             "timeline.offset_threshold=0.6",
             "timeline: offset_threshold (0.6) must not exceed threshold",
@@ -71,6 +75,12 @@ def test_bad_file_content_names_the_file(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(bad)
+
+
+def test_mil_refuses_positive_weights_naming_the_key():
+    with pytest.raises(ConfigError, match="positive_weights: the frame frequencies") as info:
+        load_config(SHIPPED[1], ["train.weak_labels=mil", "train.positive_weights=true"])
+    assert "train" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_malformed_override():

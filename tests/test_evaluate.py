@@ -4,6 +4,7 @@ the real stage on the trained smoke corpus (metrics, plots, pictures, MLflow run
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -192,6 +193,36 @@ def test_the_report_of_a_perfect_classifier_against_a_constant_baseline():
     numbers = summary(reports, gains)
     assert numbers["gain_macro_ap"] == pytest.approx(0.625)
     assert all(type(value) is float for value in numbers.values())
+
+
+def test_frames_are_scored_against_segment_labels_only():
+    """A trailer labelled at trailer level (every frame carries its genres) counts at the
+    trailer level only; a split of nothing else has trailer figures and says why no others."""
+    comedy, action, none = [1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [0] * 6
+    exact = [
+        scored("a", [comedy, comedy, none, action], 0.5),
+        scored("b", [none, action, action, action], 0.5),
+    ]
+    weak = dataclasses.replace(scored("w", [comedy] * 4, 0.5), label_level="trailer")
+    weak = dataclasses.replace(weak, probabilities={m: np.full((4, 6), 0.01) for m in MODELS})
+    config = smoke_config(Path("unused"))
+    rules = config_rules(config.timeline)
+    alone = model_report(exact, exact, "classifier", config, rules)
+    mixed = model_report([*exact, weak], [*exact, weak], "classifier", config, rules)
+    assert mixed["label_levels"] == {"segment": 2, "trailer": 1}
+    for genre in GENRES:  # the weak trailer's broadcast frames change no frame figure
+        assert mixed["genres"][genre]["frames"] == alone["genres"][genre]["frames"]
+        assert mixed["genres"][genre]["segments"] == alone["genres"][genre]["segments"]
+    assert mixed["genres"]["comedy"]["trailers"]["positives"] == 2  # ...but count as a trailer
+
+    only_weak = model_report([weak], [weak], "classifier", config, rules)
+    assert only_weak["label_levels"] == {"segment": 0, "trailer": 1}
+    assert "trailer level" in only_weak["no_frame_scores"]
+    assert only_weak["macro"]["average_precision"] is None
+    assert only_weak["macro"]["trailer_average_precision"] == pytest.approx(1.0)
+    assert set(only_weak["genres"]["comedy"]) == {"trailers"}
+    numbers = summary({"classifier": only_weak, "baseline": only_weak}, gain(only_weak, only_weak))
+    assert "classifier_macro_ap" not in numbers and numbers["classifier_trailer_ap"] == 1.0
 
 
 def report_rules(paths) -> dict:

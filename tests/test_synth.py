@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
-from helpers import DEMO_CONFIG, SMOKE_CONFIG, smoke_config
+from helpers import DEMO_CONFIG, SMOKE_CONFIG, WEAK_CONFIG, smoke_config
 
 from pipeline import GENRES, SPLITS
 from pipeline.core.annotations import labelled_trailers
@@ -113,6 +113,19 @@ def test_genre_deal_covers_all_six_and_never_repeats_in_a_block(blocks):
     assert len(dealt) == blocks
     assert all(len(set(genres)) == len(genres) for genres in dealt)
     assert {genre for genres in dealt for genre in genres} == set(GENRES)
+
+
+def test_genres_per_trailer_like_a_real_catalogue():
+    """configs/weak.yaml's corpus: 1 to 3 distinct genres per trailer, each of its genres in a
+    block of its own or beside another, every count drawn, every genre in every split."""
+    config = load_config(WEAK_CONFIG)
+    plans = plan_corpus(config.synth, config.seed)
+    counts = [len({g for block in plan.blocks for g in block.genres}) for plan in plans]
+    assert set(counts) == {1, 2, 3}
+    assert missing_genres(plans) == {split: [] for split in SPLITS}
+    default = load_config(WEAK_CONFIG, ["synth.genres_per_trailer=null"])
+    dealt = [len({g for b in p.blocks for g in b.genres}) for p in plan_corpus(default.synth, 0)]
+    assert max(dealt) > 3  # the demo deal: up to all six in a trailer
 
 
 @pytest.mark.parametrize("path", [DEMO_CONFIG, SMOKE_CONFIG], ids=["demo", "smoke"])

@@ -7,6 +7,7 @@ column), so each yielded window can be located and compared with the files it wa
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,54 @@ def test_batches_split_evenly_between_replicas_with_weightless_padding(corpus):
         np.testing.assert_array_equal(frames[0], expected_frames)
         assert not frames[1].any() and not any(labels[genre][1].any() for genre in labels)
         assert weights[0].all() and not weights[1].any()
+
+
+def weak(rows: list[ShardRow], *trailer_ids: str) -> list[ShardRow]:
+    """The rows with ``trailer_ids`` marked as labelled at trailer level."""
+    return [
+        dataclasses.replace(row, label_level="trailer") if row.trailer_id in trailer_ids else row
+        for row in rows
+    ]
+
+
+def test_mil_reads_each_weak_trailer_as_one_padded_bag(corpus):
+    """ "b" (40 frames) and "c" (5) are weak: one whole-trailer window each per epoch, positives
+    WEAK, padding PAD of weight 0; "a" keeps its segment windows, all in mixed batches."""
+    rows, root = corpus
+    train = config(window=40, stride=20, weak_labels="mil")
+    data = dataset.train_dataset(weak(rows, "b", "c"), root, train, seed=0, split="train")
+    found: dict[str, list] = {"a": [], "b": [], "c": []}
+    for frames, labels, weights in data:
+        stacked = np.concatenate([labels[g].numpy() for g in GENRES], axis=-1)
+        for window, label, weight in zip(frames.numpy(), stacked, weights.numpy(), strict=True):
+            trailer_id, start = locate(window)
+            found[trailer_id].append((start, label, weight[:, 0]))
+    assert len(found["a"]) == dataset.windows_per_trailer(300, 40, 20)
+    assert all(weight.min() == 1 for _, _, weight in found["a"])
+    assert len(found["b"]) == len(found["c"]) == 1
+    for trailer_id, frames in (("b", 40), ("c", 5)):
+        start, label, weight = found[trailer_id][0]
+        truth = from_files(rows, root, trailer_id)[1]
+        assert start == 0
+        np.testing.assert_array_equal(label[:frames], truth * dataset.WEAK)
+        np.testing.assert_array_equal(weight, np.arange(40) < frames)
+        assert (label[frames:] == dataset.PAD).all()
+    expected = dataset.windows_per_trailer(300, 40, 20) + 2
+    assert dataset.window_count(weak(rows, "b", "c"), train, split="train") == expected
+
+
+def test_a_bag_longer_than_the_window_is_refused(corpus):
+    rows, root = corpus
+    train = config(window=8, weak_labels="mil")
+    with pytest.raises(StageError, match="trailer b: 40 frames, more than train.window 8"):
+        dataset.train_dataset(weak(rows, "b"), root, train, seed=0, split="train")
+
+
+def test_broadcast_reads_weak_trailers_like_any_other(corpus):
+    rows, root = corpus
+    plain = windows(dataset.train_dataset(rows, root, config(), seed=0, split="train"))
+    marked = weak(rows, "a", "b", "c")
+    same = windows(dataset.train_dataset(marked, root, config(), seed=0, split="train"))
+    for (frames, labels), (frames2, labels2) in zip(plain, same, strict=True):
+        np.testing.assert_array_equal(frames, frames2)
+        np.testing.assert_array_equal(labels, labels2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import socket
@@ -13,13 +14,19 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import TRAINED_EPOCHS, copy_corpus, path_overrides, trailers_command
+from helpers import SMOKE_CONFIG, TRAINED_EPOCHS, copy_corpus, path_overrides, trailers_command
 from mlflow import MlflowClient
 
 from pipeline import GENRES
 from pipeline.core import model_card
+from pipeline.core.config import load_config
+from pipeline.core.manifest import ShardRow
 from pipeline.core.model_card import DecodeSettings
-from pipeline.train.callbacks import WholeBackup
+from pipeline.train import run as train_run
+from pipeline.train.callbacks import WholeBackup, training_callbacks
+
+SMOKE_TRAIN = load_config(SMOKE_CONFIG).train
+ModelCheckpoint = keras.callbacks.ModelCheckpoint
 
 
 def trailers(root: Path, stage: str, *args: str) -> list[str]:
@@ -181,6 +188,19 @@ def test_train_refuses_shards_decoded_with_other_settings(corpus: Path):
     assert result.returncode == 1
     assert "rerun decode" in result.stderr.strip().splitlines()[-1]
     assert not (corpus / "outputs" / "train").exists()
+
+
+def test_early_stopping_watches_trailer_auc_pr_when_val_is_all_trailer_level(tmp_path: Path):
+    row = ShardRow(
+        "val/a.npy", "val/a.labels.npy", "a", "val", 0, 8, 8.0, 3, 32, 32, "a.mp4", 1.0, "x", "y"
+    )
+    weak = dataclasses.replace(row, trailer_id="b", label_level="trailer")
+    assert train_run.monitored([row, weak]) == "val_macro_auc_pr"  # some frames to score
+    assert train_run.monitored([weak]) == "val_macro_trailer_auc_pr"
+    callbacks = training_callbacks(SMOKE_TRAIN, tmp_path, False, monitor="val_macro_trailer_auc_pr")
+    kinds = (keras.callbacks.EarlyStopping, ModelCheckpoint)
+    watching = [c for c in callbacks if isinstance(c, kinds)]
+    assert len(watching) == 2 and all(c.monitor == "val_macro_trailer_auc_pr" for c in watching)
 
 
 @pytest.mark.slow

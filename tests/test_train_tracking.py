@@ -10,6 +10,7 @@ cannot.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,13 +42,15 @@ from pipeline import GENRES
 from pipeline.core import model_card
 from pipeline.core.config import PROJECT_ROOT, TrackingConfig, load_config
 from pipeline.core.errors import StageError
-from pipeline.core.manifest import read_manifest
+from pipeline.core.manifest import read_manifest, write_manifest
 from pipeline.infra import tracking
 
 pytestmark = pytest.mark.xdist_group("mlflow_server")
 """One `mlflow server` per run: these tests run in one xdist worker."""
 
 SMOKE = load_config(PROJECT_ROOT / "configs" / "smoke.yaml")
+OVERRIDES = ("train.epochs=2", "train.weak_labels=mil", "train.window=16")
+"""The run's ``--set``: smoke trailers are 16 frames at most, so a window holds a whole bag."""
 FRAME = (3, SMOKE.decode.height, SMOKE.decode.width)
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -114,14 +117,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def logged(
     server: str, validated_corpus: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
-    """``trailers train`` on the validated smoke corpus, tracked by the server; what the tests
-    read back (with ``MLFLOW_TRACKING_URI`` set to the server meanwhile)."""
+    """``trailers train`` on the validated smoke corpus, its train trailers relabelled at
+    trailer level and trained as bags (``train.weak_labels: mil``, windows of whole trailers),
+    tracked by the server; what the tests read back (with ``MLFLOW_TRACKING_URI`` set to the
+    server meanwhile)."""
     root = copy_corpus(validated_corpus, tmp_path_factory.mktemp("run"))
+    manifest = root / "data" / "shards" / "manifest.jsonl"
+    rows = read_manifest(manifest)
+    write_manifest(
+        manifest,
+        [dataclasses.replace(r, label_level="trailer") if r.split == "train" else r for r in rows],
+    )
     result = trailers(
         "train",
         *path_overrides(root),
         f"tracking.tracking_uri={server}",
-        "train.epochs=2",
+        *OVERRIDES,
         cwd=root,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -132,22 +143,23 @@ def logged(
     clip = np.random.default_rng(1).integers(0, 256, (1, 5, *FRAME), dtype=np.uint8)
     trained = keras.saving.load_model(root / "models" / "classifier" / "model.keras")
     expected = trained(clip, training=False)
-    manifest = root / "data" / "shards" / "manifest.jsonl"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", server)
         yield {
             "run_id": run.info.run_id,
             "model_uri": f"models:/{model.model_id}",
             "digest": hashlib.sha256(manifest.read_bytes()).hexdigest(),
-            "train_rows": sum(row.split == "train" for row in read_manifest(manifest)),
+            "train_rows": sum(row.split == "train" for row in rows),
+            "train_trailers": len({row.trailer_id for row in rows if row.split == "train"}),
             "params": {
                 **tracking.flatten_params(SMOKE.model_dump(mode="json", by_alias=True)),
                 **tracking.flatten_params(
                     {"paths": load_config(SMOKE_CONFIG, path_overrides(root)).paths.model_dump()}
                 ),
                 "tracking.tracking_uri": server,
-                "train.epochs": "2",
+                **dict(override.split("=") for override in OVERRIDES),
             },
+            "card": model_card.read(root / "models" / "classifier").card,
             "decode": {
                 key: getattr(SMOKE.decode, key) for key in ("fps", "height", "width", "aspect")
             },
@@ -160,19 +172,35 @@ def logged(
 @pytest.mark.slow
 def test_every_config_value_is_a_param(logged: dict) -> None:
     params = logged["client"].get_run(logged["run_id"]).data.params
-    assert params["train.window"] == str(SMOKE.train.window)
+    assert params["train.window"] == "16"  # the --set override: a whole smoke trailer
     assert params["decode.fps"] == "8.0"
     assert params["validate.drift_features"] == '["frame_brightness"]'
     assert params["train.epochs"] == "2"  # the --set override, as the run resolved it
     assert params["train.augment.horizontal_flip"] == "true"
+    assert params["train.weak_labels"] == "mil"
+    assert params["train.mil_pooling"] == "top_k"
     assert params == logged["params"]
+
+
+@pytest.mark.slow
+def test_the_run_and_the_model_card_record_how_labels_were_read(logged: dict) -> None:
+    tags = logged["client"].get_run(logged["run_id"]).data.tags
+    assert tags["train_trailers"] == f"0 segment, {logged['train_trailers']} trailer"
+    assert tags["monitor"] == "val_macro_auc_pr"  # val is segment-labelled
+    assert logged["card"].labels == {
+        "weak_labels": "mil",
+        "mil_pooling": "top_k",
+        "mil_top_fraction": SMOKE.train.mil_top_fraction,
+        "train_trailers": {"segment": 0, "trailer": logged["train_trailers"]},
+    }
 
 
 @pytest.mark.slow
 def test_metrics_per_genre_and_epoch(logged: dict) -> None:
     client = logged["client"]
     for genre in GENRES:
-        for name in (f"{genre}_auc_pr", f"val_{genre}_auc_pr", f"{genre}_loss"):
+        trailer = f"val_{genre}_trailer_auc_pr"  # trailer-level labels in play
+        for name in (f"{genre}_auc_pr", f"val_{genre}_auc_pr", trailer, f"{genre}_loss"):
             history = client.get_metric_history(logged["run_id"], name)
             assert sorted(m.step for m in history) == [0, 1], name
     losses = client.get_metric_history(logged["run_id"], "loss")

@@ -221,6 +221,12 @@ class SynthConfig(_Section):
         description="Probability that a block shows a second genre beside it (split screen, "
         "two labels).",
     )
+    genres_per_trailer: tuple[int, int] | None = Field(
+        None,
+        description="[min, max] distinct genres in each trailer, as real catalogues have (1 to "
+        "3); null: the genres of a split are dealt to its blocks from shuffled decks of all six "
+        "(4 or 5 per demo trailer).",
+    )
     split_fractions: tuple[float, float, float] = Field(
         (0.6, 0.2, 0.2), description="Fractions of trailers in train, val and test (sum 1)."
     )
@@ -244,6 +250,15 @@ class SynthConfig(_Section):
         if values[0] < 16:
             raise ValueError(
                 f"expected widths of at least 16 pixels, got [{values[0]}, {values[1]}]"
+            )
+        return values
+
+    @field_validator("genres_per_trailer")
+    @classmethod
+    def _genre_count(cls, values: tuple[int, int] | None) -> tuple[int, int] | None:
+        if values is not None and not 1 <= values[0] <= values[1] <= len(GENRES):
+            raise ValueError(
+                f"expected [min, max] with 1 <= min <= max <= {len(GENRES)}, got {list(values)}"
             )
         return values
 
@@ -566,6 +581,32 @@ class TrainConfig(_Section):
         description="Compile the train step with XLA (false: never, also on a GPU, where Keras "
         "would by itself).",
     )
+    weak_labels: Literal["broadcast", "mil"] = Field(
+        "broadcast",
+        description="How a trailer labelled at trailer level (`label_level: trailer`) trains. "
+        "`broadcast`: its genres on every frame. `mil`: multiple-instance learning, the trailer "
+        "is one bag (one window from its first frame, padded; it must fit `window`): each "
+        "present genre's pooled score (`mil_pooling`) is compared with the trailer's label, "
+        "and each absent genre is an exact negative on every frame. Segment-labelled trailers "
+        "keep the per-frame loss.",
+    )
+    mil_pooling: Literal["top_k", "mean"] = Field(
+        "top_k",
+        description="`mil`: a bag's score per genre, the mean of its top `mil_top_fraction` "
+        "frames, or of all.",
+    )
+    mil_top_fraction: float = Field(
+        0.25, gt=0, le=1, description="`mil` with `top_k`: the fraction of a bag's frames pooled."
+    )
+
+    @model_validator(mode="after")
+    def _mil_unweighted(self) -> TrainConfig:
+        if self.weak_labels == "mil" and self.positive_weights:
+            raise ValueError(
+                "positive_weights: the frame frequencies of trailer-level labels are unknown, "
+                "so weak_labels: mil trains unweighted; set positive_weights: false"
+            )
+        return self
 
     @field_validator("eval_batch_size")
     @classmethod

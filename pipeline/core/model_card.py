@@ -3,8 +3,9 @@
 - ``model.keras``: the Keras network, float32, loadable on any host
   (:func:`pipeline.model.load_network`).
 - ``model.json``: the card (:class:`ModelCard`): which model it is, its genres and frame shape,
-  the decode settings it was trained on (predict samples every video exactly so) and the MLflow
-  run that trained it.
+  the decode settings it was trained on (predict samples every video exactly so), the MLflow
+  run that trained it and how it learnt from its labels (``labels``: ``train.weak_labels`` and
+  its pooling, the train trailers of each label level).
 - ``segment_rules.json``: each genre's :class:`pipeline.core.timeline.SegmentRule`, tuned on the
   val split by evaluate (:func:`write_rules`); predict and the viewer read timelines by them.
 
@@ -81,10 +82,18 @@ class ModelCard:
     frame_shape: tuple[int, int, int]
     decode: DecodeSettings
     mlflow_run_id: str | None
+    labels: Mapping[str, Any] | None = None
+    """How training read the labels: ``weak_labels``, ``mil_pooling``, ``mil_top_fraction``
+    and ``train_trailers`` per label level; None on cards written before it."""
 
     def to_dict(self) -> dict[str, Any]:
         card = dataclasses.asdict(self)
-        return card | {"genres": list(self.genres), "frame_shape": list(self.frame_shape)}
+        labels = None if self.labels is None else dict(self.labels)
+        return card | {
+            "genres": list(self.genres),
+            "frame_shape": list(self.frame_shape),
+            "labels": labels,
+        }
 
     @classmethod
     def from_dict(cls, card: Mapping[str, Any], source: str) -> ModelCard:
@@ -96,6 +105,7 @@ class ModelCard:
                 frame_shape=tuple(card["frame_shape"]),
                 decode=DecodeSettings.from_dict(card["decode"], source),
                 mlflow_run_id=card["mlflow_run_id"],
+                labels=card.get("labels"),
             )
         except (KeyError, TypeError) as exc:
             raise StageError(f"{source}: not a model card ({exc!r} missing or wrong)") from None

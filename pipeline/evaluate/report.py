@@ -16,6 +16,11 @@ Three levels, each per genre then macro (the mean over the genres where the spli
   against whether the genre appears anywhere in it, the figure comparable with published
   trailer-level results.
 
+Label levels: frames and segments are scored against segment labels only; a trailer labelled
+at trailer level (``label_level: trailer``: its frame labels are copies of the trailer's genres)
+counts at the trailer level alone. A split with no segment-labelled trailer has trailer figures
+only, and the report says why (``no_frame_scores``).
+
 The gain from time is the ConvLSTM (``classifier``) minus the per-frame ``baseline``.
 """
 
@@ -58,6 +63,27 @@ class ScoredTrailer:
     source: str
     labels: np.ndarray
     probabilities: Mapping[str, np.ndarray]
+    label_level: str = "segment"
+    """``segment`` (timed labels: frames can be scored) or ``trailer`` (whole-trailer labels)."""
+
+
+NO_FRAME_SCORES = (
+    "every trailer of the split is labelled at trailer level: its frame labels are the "
+    "trailer's genres copied onto every frame, so frames and segments cannot be scored"
+)
+
+
+def segment_labelled(trailers: Sequence[ScoredTrailer]) -> list[ScoredTrailer]:
+    """The trailers whose frame labels are true per-frame labels."""
+    return [trailer for trailer in trailers if trailer.label_level == "segment"]
+
+
+def label_levels(trailers: Sequence[ScoredTrailer]) -> dict[str, int]:
+    """How many trailers of each label level."""
+    return {
+        level: sum(1 for trailer in trailers if trailer.label_level == level)
+        for level in ("segment", "trailer")
+    }
 
 
 def pooled(trailers: Sequence[ScoredTrailer], model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,11 +96,13 @@ def pooled(trailers: Sequence[ScoredTrailer], model: str) -> tuple[np.ndarray, n
 def tuned_thresholds(
     val: Sequence[ScoredTrailer], model: str, timeline: TimelineConfig
 ) -> dict[str, dict]:
-    """Per genre, ``model``'s best-F1 threshold on ``val`` and where it comes from."""
-    labels, scores = pooled(val, model)
+    """Per genre, ``model``'s best-F1 threshold on ``val``'s segment-labelled trailers and where
+    it comes from."""
+    val = segment_labelled(val)
+    labels, scores = pooled(val, model) if val else (None, None)
     tuned = {}
     for index, genre in enumerate(GENRES):
-        threshold = tuned_threshold(labels[:, index], scores[:, index])
+        threshold = tuned_threshold(labels[:, index], scores[:, index]) if val else None
         tuned[genre] = (
             {"threshold": threshold, "from": "val"}
             if threshold is not None
@@ -168,25 +196,30 @@ def model_report(
     config: Config,
     rules: SegmentRules,
 ) -> dict:
-    """Every number of one model: per genre (frames, segments by ``rules``, segments by the
-    config's rule, trailers), macro, and which genres the split left a metric undefined for."""
-    thresholds = tuned_thresholds(val, model, config.timeline)
-    frames = frame_scores(trailers, model, thresholds)
-    segment_iou = config.evaluate.segment_iou
-    segments = segment_scores(trailers, model, rules, segment_iou)
-    untuned = segment_scores(trailers, model, config_rules(config.timeline), segment_iou)
+    """Every number of one model: per genre (frames and segments of the segment-labelled
+    trailers, segments by ``rules`` and by the config's rule; trailers of all), macro, and which
+    genres the split left a metric undefined for."""
     whole = trailer_level(trailers, model, config.timeline.trailer_top_fraction)
-    levels = {"frames": frames, "segments": segments, "segments_untuned": untuned}
-    levels["trailers"] = whole
+    levels = {"trailers": whole}
+    exact = segment_labelled(trailers)
+    segment_iou = config.evaluate.segment_iou
+    if exact:
+        thresholds = tuned_thresholds(val, model, config.timeline)
+        untuned = config_rules(config.timeline)
+        levels["frames"] = frame_scores(exact, model, thresholds)
+        levels["segments"] = segment_scores(exact, model, rules, segment_iou)
+        levels["segments_untuned"] = segment_scores(exact, model, untuned, segment_iou)
+
+    def value(level: str, genre: str, *keys: str) -> float | None:
+        if level not in levels:
+            return None
+        item = levels[level][genre]
+        for key in keys:
+            item = item[key]
+        return item
 
     def mean(level: str, *keys: str, genres: Sequence[str] = GENRES) -> float | None:
-        def value(genre: str) -> float | None:
-            item = levels[level][genre]
-            for key in keys:
-                item = item[key]
-            return item
-
-        return macro(value(genre) for genre in genres)
+        return macro(value(level, genre, *keys) for genre in genres)
 
     at_levels = {
         f"segment_{key}_{iou_key(level)}": mean("segments", iou_key(level), key)
@@ -194,6 +227,8 @@ def model_report(
         for key in ("precision", "recall", "f1")
     }
     return {
+        "label_levels": label_levels(trailers),
+        **({} if exact else {"no_frame_scores": NO_FRAME_SCORES}),
         "genres": {genre: {level: levels[level][genre] for level in levels} for genre in GENRES},
         "macro": {
             "average_precision": mean("frames", "average_precision"),
@@ -212,7 +247,7 @@ def model_report(
         },
         "motion_only_average_precision": mean("frames", "average_precision", genres=MOTION_ONLY),
         "undefined": {
-            f"{level}.{key}": [genre for genre in GENRES if levels[level][genre][key] is None]
+            f"{level}.{key}": [genre for genre in GENRES if value(level, genre, key) is None]
             for level, key in (
                 ("frames", "average_precision"),
                 ("frames", "roc_auc"),
@@ -230,8 +265,8 @@ def gain(classifier: Mapping, baseline: Mapping) -> dict:
     def per_genre(level: str) -> dict[str, float | None]:
         return {
             genre: difference(
-                classifier["genres"][genre][level]["average_precision"],
-                baseline["genres"][genre][level]["average_precision"],
+                classifier["genres"][genre].get(level, {}).get("average_precision"),
+                baseline["genres"][genre].get(level, {}).get("average_precision"),
             )
             for genre in GENRES
         }
@@ -254,7 +289,9 @@ def gain(classifier: Mapping, baseline: Mapping) -> dict:
 
 def trailer_average_precision(trailer: ScoredTrailer, model: str) -> float | None:
     """One trailer's macro per-frame average precision over the genres it shows (the index of
-    viewer pages sorts by it)."""
+    viewer pages sorts by it); None for a trailer labelled at trailer level."""
+    if trailer.label_level != "segment":
+        return None
     return macro(
         average_precision(trailer.labels[:, index], trailer.probabilities[model][:, index])
         for index in range(len(GENRES))

@@ -13,7 +13,7 @@ from pipeline import GENRES
 from pipeline.core.config import Config, RuleGridConfig
 from pipeline.core.timeline import SegmentRule, candidate_runs, segment_times, tidied_runs
 from pipeline.evaluate.metrics import Segment, match_segments, true_segments
-from pipeline.evaluate.report import ScoredTrailer
+from pipeline.evaluate.report import ScoredTrailer, segment_labelled
 
 
 def smoothings(grid: RuleGridConfig) -> Iterator[dict]:
@@ -85,7 +85,9 @@ def tune_rules(
     val: Sequence[ScoredTrailer], model: str, config: Config
 ) -> tuple[dict[str, SegmentRule], dict[str, dict]]:
     """Each genre's rule for ``model`` and where it came from (``{"from": "val",
-    "val_segment_f1": ...}`` or ``{"from": "timeline"}``)."""
+    "val_segment_f1": ...}`` or ``{"from": "timeline"}``), from ``val``'s segment-labelled
+    trailers only."""
+    val = segment_labelled(val)
     fallback = SegmentRule.from_config(config.timeline)
     rules, sources = {}, {}
     for index, genre in enumerate(GENRES):

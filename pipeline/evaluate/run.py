@@ -41,11 +41,13 @@ from pipeline.core.timeline import SegmentRules, rules_to_dict
 from pipeline.evaluate import plots
 from pipeline.evaluate.metrics import pr_curve
 from pipeline.evaluate.report import (
+    NO_FRAME_SCORES,
     ScoredTrailer,
     gain,
     model_report,
     pooled,
     rounded,
+    segment_labelled,
     summary,
     trailer_average_precision,
 )
@@ -93,6 +95,7 @@ def score_split(
                 source=first.source,
                 labels=labels,
                 probabilities={model: predict(frames) for model, predict in predictors.items()},
+                label_level=first.label_level or "segment",
             )
         )
     if not trailers:
@@ -116,6 +119,9 @@ def write_pr_curves(
     paths: PathsConfig, trailers: Sequence[ScoredTrailer], reports: Mapping
 ) -> None:
     curves = {}
+    trailers = segment_labelled(trailers)
+    if not trailers:
+        return  # no frame labels to draw curves from (the report says why)
     for model in MODELS:
         labels, scores = pooled(trailers, model)
         curves[model] = [pr_curve(labels[:, i], scores[:, i]) for i in range(len(GENRES))]
@@ -246,7 +252,7 @@ def run(config: Config) -> None:
         {
             "split": split,
             "tuned_on": "val",
-            "frames": int(sum(len(trailer.labels) for trailer in trailers)),
+            "frames": int(sum(len(trailer.labels) for trailer in segment_labelled(trailers))),
             "models": reports,
             "rules": {
                 model: {
@@ -268,6 +274,9 @@ def run(config: Config) -> None:
             "unreadable": failed,
         }
     )
+    levels = reports[MODELS[0]]["label_levels"]
+    if not levels["segment"]:
+        log.warning("%s split: %s", split, NO_FRAME_SCORES)
     write_json(paths.evaluate_report, report)
     figures = fresh(paths.evaluate_figures)
     write_pr_curves(paths, trailers, reports)
@@ -276,10 +285,13 @@ def run(config: Config) -> None:
     numbers = {"evaluated_trailers": len(trailers), **summary(reports, gains)}
     write_json(paths.metrics("evaluate"), numbers)
     log.info(
-        "%s split, %d trailers: macro AP classifier %s, baseline %s; motion-only gain %s; "
+        "%s split, %d trailers (%d segment-labelled: frames and segments; %d trailer-level: "
+        "trailer figures only): macro AP classifier %s, baseline %s; motion-only gain %s; "
         "classifier segment F1 %s (untuned %s), segment mAP %s",
         split,
         len(trailers),
+        levels["segment"],
+        levels["trailer"],
         numbers.get("classifier_macro_ap", "n/a"),
         numbers.get("baseline_macro_ap", "n/a"),
         numbers.get("gain_motion_only_ap", "n/a"),

@@ -46,7 +46,7 @@ ENCODER_OPTIONS = {"threads": "1"}
 MICROSECONDS = 10**6
 """Annotation times are written in whole microseconds, rounded down (see ``seconds_text``)."""
 
-_LAYOUT, _SPLITS, _GENRES, _CUTS = range(4)
+_LAYOUT, _SPLITS, _GENRES, _CUTS, _TRAILER_GENRES = range(5)
 """Independent random streams: new split fractions keep each trailer's size, rate and timeline."""
 
 
@@ -177,24 +177,28 @@ def assign_splits(
 
 
 def deal_genres(
-    blocks: int, second_genre_prob: float, rng: np.random.Generator
+    blocks: int,
+    second_genre_prob: float,
+    rng: np.random.Generator,
+    pool: tuple[str, ...] = GENRES,
 ) -> list[tuple[str, ...]]:
-    """Genres for ``blocks`` consecutive blocks of one split, one or two each.
+    """Genres from ``pool`` for ``blocks`` consecutive blocks (of a split, or of one trailer),
+    one or two each.
 
-    Genres come from shuffled decks of all six, so the first six labels of a split are six
-    different genres; blocks get a second genre at random, and more of them when there are
-    fewer than six blocks. A block never carries the same genre twice.
+    Genres come from shuffled decks of the pool, so the first labels are all different; blocks
+    get a second genre at random, and more of them when there are fewer blocks than genres in
+    the pool. A block never carries the same genre twice (nor two with a pool of one).
     """
-    dual = rng.random(blocks) < second_genre_prob
-    missing = len(GENRES) - blocks - int(dual.sum())
+    dual = (rng.random(blocks) < second_genre_prob) & (len(pool) > 1)
+    missing = len(pool) - blocks - int(dual.sum())
     if missing > 0:
         singles = np.flatnonzero(~dual)
         dual[rng.permutation(singles)[:missing]] = True
     deck: list[str] = []
     dealt = []
     for pair in dual:
-        if len(deck) < 2 * len(GENRES):
-            deck += [GENRES[i] for i in rng.permutation(len(GENRES))]
+        if len(deck) < 2 * len(pool):
+            deck += [pool[i] for i in rng.permutation(len(pool))]
         first = deck.pop(0)
         if not pair:
             dealt.append((first,))
@@ -221,6 +225,36 @@ def cut_shots(
     return tuple(cuts)
 
 
+def deal_split_genres(
+    plans: list[TrailerPlan], settings: SynthConfig, seed: int
+) -> dict[tuple[str, int], tuple[str, ...]]:
+    """(trailer id, block start) -> genres: each split's blocks dealt from decks of all six."""
+    genres: dict[tuple[str, int], tuple[str, ...]] = {}
+    for index, split in enumerate(SPLITS):
+        blocks = [(p.trailer_id, b.start) for p in plans if p.split == split for b in p.blocks]
+        rng = np.random.default_rng([seed, _GENRES, index])
+        genres.update(
+            zip(blocks, deal_genres(len(blocks), settings.second_genre_prob, rng), strict=True)
+        )
+    return genres
+
+
+def deal_trailer_genres(
+    plans: list[TrailerPlan], settings: SynthConfig, seed: int
+) -> dict[tuple[str, int], tuple[str, ...]]:
+    """(trailer id, block start) -> genres: each trailer draws ``genres_per_trailer`` distinct
+    genres (at most two per block it has) and deals them to its blocks, each at least once."""
+    low, high = settings.genres_per_trailer
+    genres: dict[tuple[str, int], tuple[str, ...]] = {}
+    for index, plan in enumerate(plans):
+        rng = np.random.default_rng([seed, _TRAILER_GENRES, index])
+        count = min(int(rng.integers(low, high + 1)), 2 * len(plan.blocks))
+        pool = tuple(GENRES[i] for i in sorted(rng.choice(len(GENRES), count, replace=False)))
+        dealt = deal_genres(len(plan.blocks), settings.second_genre_prob, rng, pool)
+        genres.update(zip([(plan.trailer_id, b.start) for b in plan.blocks], dealt, strict=True))
+    return genres
+
+
 def plan_corpus(settings: SynthConfig, seed: int) -> list[TrailerPlan]:
     """The whole corpus as plans, drawn from ``seed``; nothing is rendered or written."""
     ids = trailer_ids(settings.n_trailers)
@@ -230,13 +264,11 @@ def plan_corpus(settings: SynthConfig, seed: int) -> list[TrailerPlan]:
     ]
     splits = assign_splits(ids, settings.split_fractions, np.random.default_rng([seed, _SPLITS]))
     plans = [replace(plan, split=splits[plan.trailer_id]) for plan in plans]
-    genres: dict[tuple[str, int], tuple[str, ...]] = {}
-    for index, split in enumerate(SPLITS):
-        blocks = [(p.trailer_id, b.start) for p in plans if p.split == split for b in p.blocks]
-        rng = np.random.default_rng([seed, _GENRES, index])
-        genres.update(
-            zip(blocks, deal_genres(len(blocks), settings.second_genre_prob, rng), strict=True)
-        )
+    genres = (
+        deal_split_genres(plans, settings, seed)
+        if settings.genres_per_trailer is None
+        else deal_trailer_genres(plans, settings, seed)
+    )
     planned = []
     for index, plan in enumerate(plans):
         rng = np.random.default_rng([seed, _CUTS, index])

@@ -22,6 +22,9 @@ from pipeline.train.devices import ClusterTask
 
 MONITOR = "val_macro_auc_pr"
 """What early stopping and the best-model checkpoint watch: mean per-genre AUC-PR on val."""
+TRAILER_MONITOR = "val_macro_trailer_auc_pr"
+"""What they watch instead when every val trailer is labelled at trailer level (frame labels
+then say nothing about frames): mean per-genre trailer-level AUC-PR on val."""
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +37,18 @@ class MacroAucPr(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for prefix in ("", "val_"):
-            keys = [f"{prefix}{genre}_auc_pr" for genre in GENRES]
-            if logs is not None and all(key in logs for key in keys):
-                logs[f"{prefix}macro_auc_pr"] = float(np.mean([logs[key] for key in keys]))
+            for metric in ("auc_pr", "trailer_auc_pr"):
+                keys = [f"{prefix}{genre}_{metric}" for genre in GENRES]
+                if logs is not None and all(key in logs for key in keys):
+                    logs[f"{prefix}macro_{metric}"] = float(np.mean([logs[key] for key in keys]))
 
 
 class EpochProgress(keras.callbacks.Callback):
     """A progress bar per epoch in a terminal, and one short line per epoch in any case."""
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, monitor: str = MONITOR) -> None:
         super().__init__()
-        self.epochs, self.bar = epochs, None
+        self.epochs, self.bar, self.monitor = epochs, None, monitor
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.bar = tqdm(
@@ -68,8 +72,8 @@ class EpochProgress(keras.callbacks.Callback):
             self.epochs,
             logs.get("loss", float("nan")),
             logs.get("val_loss", float("nan")),
-            MONITOR,
-            logs.get(MONITOR, float("nan")),
+            self.monitor,
+            logs.get(self.monitor, float("nan")),
         )
 
 
@@ -160,23 +164,24 @@ def training_callbacks(
     out: Path,
     resuming: bool,
     task: ClusterTask | None = None,
+    monitor: str = MONITOR,
     log_metrics: Callable[[dict[str, float], int], None] | None = None,
 ) -> list:
-    """Macro metric, early stopping, best weights, history, MLflow (``log_metrics``), and
-    resume-on-rerun.
+    """Macro metric, early stopping and best weights (by ``monitor``), history, MLflow
+    (``log_metrics``), and resume-on-rerun.
 
     A worker of a cluster (``task``) keeps no backup to resume from; one that is not the chief
     writes no history and logs nothing to MLflow either. Every worker checkpoints the best
     weights, the others into a folder of their own: saving runs on all of them alike.
     """
     history = read_history(out / "history.csv") if resuming else []
-    best = max((epoch[MONITOR] for epoch in history), default=None)
+    best = max((epoch[monitor] for epoch in history), default=None)
     callbacks = [
         MacroAucPr(),
-        EpochProgress(train.epochs),
+        EpochProgress(train.epochs, monitor),
         keras.callbacks.ModelCheckpoint(
             out / "checkpoints" / "best.weights.h5",
-            monitor=MONITOR,
+            monitor=monitor,
             mode="max",
             save_best_only=True,
             save_weights_only=True,
@@ -196,7 +201,7 @@ def training_callbacks(
         callbacks.insert(
             1,
             keras.callbacks.EarlyStopping(
-                monitor=MONITOR, mode="max", patience=train.early_stopping_patience
+                monitor=monitor, mode="max", patience=train.early_stopping_patience
             ),
         )
     return callbacks

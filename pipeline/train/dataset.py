@@ -36,6 +36,16 @@ trailers differ in length, so ``train.eval_batch_size`` must then be 1, checked)
 of ``eval_window`` frames tiled from each trailer's first frame, a tail shorter than a window
 dropped.
 
+**Trailer-level labels** (``label_level: trailer`` rows, ``train.weak_labels``). With
+``broadcast`` a weak trailer reads as any other: its genres on every frame. With ``mil`` its
+positive frames read as :data:`WEAK` (the genre is somewhere in the trailer, this frame unknown;
+the loss pools them, :mod:`pipeline.train.losses`), its negative frames stay exact 0s, and in
+training it is one bag: a single window from its first frame each epoch (never flipped in
+time, flipped in width like any window), which must hold the whole trailer: a trailer-level
+trailer longer than ``train.window`` is an error, a shorter one is padded with frames labelled
+:data:`PAD` and weighted 0 (the elements then carry per-frame weights). A genre of the trailer
+may be absent from any shorter window, so a window never stands for the bag.
+
 **Splits.** Every function takes the rows of one split, as the train stage passes them; give
 ``split=`` to pick one from rows of several. Rows of several splits without ``split=`` are an
 error, as are unlabelled rows, a missing shard, or one whose shape disagrees with the manifest
@@ -76,6 +86,12 @@ OPEN_SHARDS = 64
 PADDING = -1
 """The trailer number of a padding row in a plan: read as all-zero frames and labels, weight 0."""
 
+WEAK = 2.0
+"""The label of a frame of a trailer-level-labelled trailer whose trailer has the genre (with
+``train.weak_labels: mil``): in the bag, not known to be in this frame."""
+PAD = -1.0
+"""The label of the padding that fills a short bag to its window: no loss, never pooled."""
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -94,6 +110,8 @@ class Trailer:
     shards: tuple[Path, ...]
     labels: tuple[Path, ...]
     shard_frames: tuple[int, ...]
+    weak: bool = False
+    """Labelled at trailer level and trained as a bag (``train.weak_labels: mil``)."""
 
     @property
     def frames(self) -> int:
@@ -113,10 +131,18 @@ class Trailer:
 class Corpus:
     """The trailers of one split, checked against the manifest, read window by window."""
 
-    def __init__(self, rows: Sequence[ShardRow], shards_dir: Path, split: str | None) -> None:
+    def __init__(
+        self,
+        rows: Sequence[ShardRow],
+        shards_dir: Path,
+        split: str | None,
+        weak_labels: str = "broadcast",
+    ) -> None:
         rows = _split_rows(rows, split)
         self.frame_shape = _frame_shape(rows)
-        self.trailers = tuple(_trailer(group, Path(shards_dir)) for group in by_trailer(rows))
+        self.trailers = tuple(
+            _trailer(group, Path(shards_dir), weak_labels == "mil") for group in by_trailer(rows)
+        )
         self._map = functools.lru_cache(maxsize=OPEN_SHARDS)(map_npy)
         for row in rows:
             frames, labels = Path(shards_dir) / row.shard, Path(shards_dir) / row.labels
@@ -127,9 +153,15 @@ class Corpus:
     def lengths(self) -> np.ndarray:
         return np.array([trailer.frames for trailer in self.trailers], dtype=np.int64)
 
+    @property
+    def bags(self) -> np.ndarray:
+        """Whether each trailer is read as one bag (bool, in :attr:`trailers` order)."""
+        return np.array([trailer.weak for trailer in self.trailers], dtype=bool)
+
     def read(self, plan: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frames (uint8), float32 labels and float32 per-frame weights ``(batch, time, 1)``
-        of plan rows of one length, stacked; a :data:`PADDING` row is zeros of weight 0."""
+        of plan rows of one length, stacked; a :data:`PADDING` row is zeros of weight 0, and so
+        are the frames of a bag's window past its trailer's end (labels :data:`PAD`)."""
         length = int(plan[0, 2])
         frames = np.empty((len(plan), length, *self.frame_shape), dtype=np.uint8)
         labels = np.empty((len(plan), length, len(GENRES)), dtype=np.float32)
@@ -139,11 +171,14 @@ class Corpus:
                 for part in window:
                     part[:] = 0
             else:
-                self._read_into(entry, *window[:2])
+                self._read_into(entry, *window)
         return frames, labels, weights
 
-    def _read_into(self, entry: np.ndarray, frames: np.ndarray, labels: np.ndarray) -> None:
-        """Copy one window (width reversed if its flip is set) straight from the mapped pages."""
+    def _read_into(
+        self, entry: np.ndarray, frames: np.ndarray, labels: np.ndarray, weights: np.ndarray
+    ) -> None:
+        """Copy one window (width reversed if its flip is set) straight from the mapped pages;
+        a bag's positives become :data:`WEAK`, its padding :data:`PAD` of weight 0."""
         trailer, start, length, flip = (int(value) for value in entry)
         source, at = self.trailers[trailer], 0
         for shard, low, high in source.pieces(start, length):
@@ -151,6 +186,9 @@ class Corpus:
             frames[at : at + high - low] = part[..., ::-1] if flip else part
             labels[at : at + high - low] = self._map(source.labels[shard])[low:high]
             at += high - low
+        if source.weak:
+            labels[:at] *= WEAK
+        frames[at:], labels[at:], weights[at:] = 0, PAD, 0
 
 
 def _split_rows(rows: Sequence[ShardRow], split: str | None) -> list[ShardRow]:
@@ -175,13 +213,14 @@ def _frame_shape(rows: Sequence[ShardRow]) -> tuple[int, int, int]:
     return next(iter(shapes))
 
 
-def _trailer(rows: list[ShardRow], shards_dir: Path) -> Trailer:
+def _trailer(rows: list[ShardRow], shards_dir: Path, mil: bool) -> Trailer:
     check_contiguous(rows)
     return Trailer(
         trailer_id=rows[0].trailer_id,
         shards=tuple(shards_dir / row.shard for row in rows),
         labels=tuple(shards_dir / row.labels for row in rows),
         shard_frames=tuple(row.frames for row in rows),
+        weak=mil and rows[0].label_level == "trailer",
     )
 
 
@@ -192,23 +231,49 @@ def windows_per_trailer(length: int, window: int, stride: int) -> int:
 
 def window_count(rows: Sequence[ShardRow], train: TrainConfig, split: str | None = None) -> int:
     """Training windows per epoch (the same every epoch); batches: ceil(this / batch_size)."""
-    rows = _split_rows(rows, split)
+    groups = by_trailer(_split_rows(rows, split))
+    lengths = np.array([sum(row.frames for row in group) for group in groups])
+    bags = np.array(
+        [train.weak_labels == "mil" and group[0].label_level == "trailer" for group in groups]
+    )
+    return _count(lengths, bags, train)
+
+
+def _count(lengths: np.ndarray, bags: np.ndarray, train: TrainConfig) -> int:
     return sum(
-        windows_per_trailer(sum(row.frames for row in group), train.window, train.stride)
-        for group in by_trailer(rows)
+        1 if bag else windows_per_trailer(int(n), train.window, train.stride)
+        for n, bag in zip(lengths, bags, strict=True)
     )
 
 
-def epoch_plan(lengths: np.ndarray, train: TrainConfig, key: int) -> np.ndarray:
+def check_bags(corpus: Corpus, window: int) -> None:
+    """StageError naming the first bag longer than ``window``: a bag must see its whole trailer."""
+    for trailer in corpus.trailers:
+        if trailer.weak and trailer.frames > window:
+            raise StageError(
+                f"trailer {trailer.trailer_id}: {trailer.frames} frames, more than train.window "
+                f"{window}; with train.weak_labels: mil a trailer labelled at trailer level is "
+                "one bag that must fit one window (a shorter window may miss its genres): raise "
+                "train.window to its length"
+            )
+
+
+def epoch_plan(
+    lengths: np.ndarray, train: TrainConfig, key: int, bags: np.ndarray | None = None
+) -> np.ndarray:
     """One epoch's windows as int64 rows ``(trailer, start, length, flip)``, in random order.
 
     Starts are ``offset + k * stride`` with a random ``offset < stride`` per trailer, the last
     one pulled back inside the trailer, then jittered by up to ``augment.temporal_jitter``.
+    A trailer marked in ``bags`` gives one window from its first frame (read padded).
     """
     rng = np.random.default_rng(key)
     window, stride, jitter = train.window, train.stride, train.augment.temporal_jitter
     plans = []
     for trailer, length in enumerate(lengths):
+        if bags is not None and bags[trailer]:
+            plans.append(np.array([[trailer, 0]]))
+            continue
         count = windows_per_trailer(int(length), window, stride)
         if count == 0:
             continue
@@ -268,9 +333,10 @@ def split_evenly(replicas: int):
     Weighted to zero, the padding changes neither the loss nor the weighted metrics.
     """
 
-    def pad(frames: tf.Tensor, labels: dict[str, tf.Tensor]):
+    def pad(frames: tf.Tensor, labels: dict[str, tf.Tensor], weights: tf.Tensor | None = None):
         missing = tf.math.floormod(-tf.shape(frames)[0], replicas)
-        weights = _pad_rows(tf.ones_like(labels[GENRES[0]]), missing)
+        given = tf.ones_like(labels[GENRES[0]]) if weights is None else weights
+        weights = _pad_rows(given, missing)
         padded = {genre: _pad_rows(heads, missing) for genre, heads in labels.items()}
         return _pad_rows(frames, missing), padded, weights
 
@@ -321,14 +387,15 @@ def train_dataset(
     ``shard``, this worker's ``batch_size`` windows of each global batch, weighted
     (:func:`shard_plan`).
     """
-    corpus = Corpus(rows, shards_dir, split)
-    lengths = corpus.lengths
-    count = sum(windows_per_trailer(int(n), train.window, train.stride) for n in lengths)
+    corpus = Corpus(rows, shards_dir, split, train.weak_labels)
+    check_bags(corpus, train.window)
+    lengths, bags = corpus.lengths, corpus.bags
+    count = _count(lengths, bags, train)
     if count == 0:
         raise StageError(f"no trailer has {train.window} frames (train.window); lower it")
 
     def worker_plan(key: int) -> np.ndarray:
-        plan = epoch_plan(lengths, train, int(key) % 2**63)
+        plan = epoch_plan(lengths, train, int(key) % 2**63, bags if bags.any() else None)
         return shard_plan(plan, train.batch_size, shard) if shard else plan
 
     def plan_epoch(key: tf.Tensor) -> tf.Tensor:
@@ -339,8 +406,9 @@ def train_dataset(
     for _ in range(first_epoch):  # each iteration advances the seed the pipeline below shares
         next(iter(keys))
     plan = keys.map(plan_epoch).unbatch()
+    weighted = bool(shard) or bool(bags.any())
     batches = _read_batches(
-        plan, corpus, train.batch_size, train.window, train.parallel_reads, bool(shard)
+        plan, corpus, train.batch_size, train.window, train.parallel_reads, weighted
     )
     return _finish(batches, train.batch_size, count, replicas, shard)
 
@@ -375,7 +443,7 @@ def eval_dataset(
             "train.eval_batch_size: whole trailers (train.eval_window 0) differ in length and "
             f"are scored one at a time, so it must be 1, got {train.eval_batch_size}"
         )
-    corpus = Corpus(rows, shards_dir, split)
+    corpus = Corpus(rows, shards_dir, split, train.weak_labels)
     plan = eval_plan(corpus.lengths, train.eval_window)
     if len(plan) == 0:
         raise StageError(f"no trailer has {train.eval_window} frames (train.eval_window)")

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -42,7 +43,13 @@ from pipeline.core.model_card import DecodeSettings, ModelCard
 from pipeline.infra import tracking
 from pipeline.model import build_classifier, build_frame_baseline, pyfunc
 from pipeline.train import dataset
-from pipeline.train.callbacks import MONITOR, WholeBackup, read_history, training_callbacks
+from pipeline.train.callbacks import (
+    MONITOR,
+    TRAILER_MONITOR,
+    WholeBackup,
+    read_history,
+    training_callbacks,
+)
 from pipeline.train.devices import (
     ClusterTask,
     cluster_task,
@@ -53,6 +60,10 @@ from pipeline.train.devices import (
 from pipeline.train.losses import compile_model
 
 log = logging.getLogger(__name__)
+
+TRAINED_LEVELS = ("segment", "trailer")
+"""The label levels of labelled trailers (a manifest row's ``label_level``; rows written before
+it have none and were segment-labelled)."""
 
 BUILDERS: dict[str, Callable[[ModelConfig, tuple[int, int, int]], keras.Model]] = {
     "classifier": build_classifier,
@@ -96,14 +107,36 @@ def export_model(config: Config, weights: list, card: ModelCard) -> None:
     model_card.write(config.paths.model(card.model), card, model.save)
 
 
-def summary(history: list[dict[str, float]]) -> dict[str, float]:
-    """The numbers ``dvc metrics show`` prints: the best epoch's, by :data:`MONITOR`."""
-    best = max(history, key=lambda epoch: epoch[MONITOR])
+def summary(history: list[dict[str, float]], monitor: str = MONITOR) -> dict[str, float]:
+    """The numbers ``dvc metrics show`` prints: the best epoch's, by ``monitor``."""
+    best = max(history, key=lambda epoch: epoch[monitor])
     return {
         "epochs": len(history),
         "best_epoch": int(best["epoch"]) + 1,
-        MONITOR: round(best[MONITOR], 4),
+        monitor: round(best[monitor], 4),
         "val_loss": round(best["val_loss"], 4),
+    }
+
+
+def label_levels(rows: list[ShardRow]) -> dict[str, int]:
+    """Trailers per label level (``segment``, ``trailer``) among ``rows``."""
+    levels = {row.trailer_id: row.label_level or "segment" for row in rows}
+    return {level: sum(1 for v in levels.values() if v == level) for level in TRAINED_LEVELS}
+
+
+def monitored(val_rows: list[ShardRow]) -> str:
+    """What early stopping watches: frame AUC-PR, or trailer AUC-PR when every val trailer is
+    labelled at trailer level (its frame labels are then copies of the trailer's)."""
+    return TRAILER_MONITOR if label_levels(val_rows)["segment"] == 0 else MONITOR
+
+
+def labels_card(train: TrainConfig, train_rows: list[ShardRow]) -> dict[str, Any]:
+    """The model card's and MLflow's record of how the labels were read."""
+    return {
+        "weak_labels": train.weak_labels,
+        "mil_pooling": train.mil_pooling,
+        "mil_top_fraction": train.mil_top_fraction,
+        "train_trailers": label_levels(train_rows),
     }
 
 
@@ -208,9 +241,12 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
     frequencies = (
         dataset.positive_frequencies(rows[0], paths.shards) if train.positive_weights else None
     )
+    weak = any(row.label_level == "trailer" for row in rows[0] + rows[1])
     with strategy.scope():
         net = BUILDERS[model](config.model, frame_shape)
-        compile_model(net, train, frequencies)
+        compile_model(
+            net, train, frequencies, config.timeline.trailer_top_fraction if weak else None
+        )
     first_epoch = resumed_epoch(paths.train_outputs(model)) if task is None else 0
     data = input_data(strategy, config, rows, task, first_epoch)
     if task is None or task.is_chief:
@@ -219,7 +255,7 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
             "model": model,
             "workers": str(task.workers if task else 1),
         }
-        train_and_record(config, model, net, (data, rows[0]), tags, settings, task)
+        train_and_record(config, model, net, (data, rows), tags, settings, task)
     else:
         log.info(
             "worker %d of %d: global batch %d; the chief writes the model and the MLflow run",
@@ -228,7 +264,8 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
             train.batch_size * task.workers,
         )
         with tempfile.TemporaryDirectory(prefix="trailers-worker-") as scratch:
-            fit(net, train, data, training_callbacks(train, Path(scratch), False, task))
+            callbacks = training_callbacks(train, Path(scratch), False, task, monitored(rows[1]))
+            fit(net, train, data, callbacks)
     if task is not None:
         finish_together(strategy)
 
@@ -251,29 +288,33 @@ def train_and_record(
     config: Config,
     model: str,
     net: keras.Model,
-    inputs: tuple[tuple, list[ShardRow]],
+    inputs: tuple[tuple, tuple[list[ShardRow], list[ShardRow]]],
     tags: dict[str, str],
     settings: DecodeSettings,
     task: ClusterTask | None,
 ) -> None:
     """Fit in an MLflow run, then write the model, its card, the metrics and the history.
 
-    ``inputs``: ``fit``'s (train, val) data and the train rows they read.
+    ``inputs``: ``fit``'s (train, val) data and the (train, val) rows they read.
     """
     paths, train = config.paths, config.train
-    data, train_rows = inputs
+    data, (train_rows, val_rows) = inputs
+    monitor = monitored(val_rows)
     frame_shape = (train_rows[0].channels, train_rows[0].height, train_rows[0].width)
     out = paths.train_outputs(model)
     resuming = prepare(out, resumable=task is None)
     run_id_file = out / "checkpoints" / "mlflow_run_id"
     resume = run_id_file.read_text().strip() if resuming and run_id_file.is_file() else None
+    levels = label_levels(train_rows)
+    tags |= {"monitor": monitor, "train_trailers": ", ".join(f"{n} {k}" for k, n in levels.items())}
     with tracking.training_run(
         config, run_name=model, tags=tags, folder=out / tracking.OUTBOX, resume=resume
     ) as record:
         run_id_file.write_text(record.run_id)
         if resume is None:
             record.log_dataset(paths.manifest, train_rows, "train")
-        fit(net, train, data, training_callbacks(train, out, resuming, task, record.log_metrics))
+        callbacks = training_callbacks(train, out, resuming, task, monitor, record.log_metrics)
+        fit(net, train, data, callbacks)
         card = ModelCard(
             model=model,
             cell=config.model.cell if model == "classifier" else None,
@@ -281,9 +322,11 @@ def train_and_record(
             frame_shape=frame_shape,
             decode=settings,
             mlflow_run_id=record.run_id,
+            labels=labels_card(train, train_rows),
         )
         export_model(config, net.get_weights(), card)
-        write_json(paths.metrics(f"train_{model}"), summary(read_history(out / "history.csv")))
+        history = read_history(out / "history.csv")
+        write_json(paths.metrics(f"train_{model}"), summary(history, monitor))
         record.log_model(
             model_card.network_file(paths.model(model)),
             example_clip(train_rows, paths.shards),
