@@ -121,8 +121,10 @@ STAGES: dict[str, Stage] = {
         "pipeline.predict.run",
         "genre timelines of any videos, streamed through the trained model chunk by chunk",
         reads=lambda paths: (
-            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (the network, its card and "
-            "the segment rules tuned on val, unless timeline.rules: config) or --model"
+            f"VIDEO... or --catalogue, {paths.model('classifier')}/ (the network, its card, "
+            "its training split's statistics, which each video is compared with, its evaluate "
+            "figures and the segment rules tuned on val, unless timeline.rules: config) or "
+            "--model"
         ),
         writes=lambda paths: (
             f"{paths.stage_outputs('predict')}/ (or --out): <name>.timeline.csv, <name>.json, "

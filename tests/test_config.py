@@ -56,6 +56,10 @@ def test_override_changes_value_and_type_is_kept():
             "evaluate.tune_rules.min_gap_s=[]",
             "evaluate.tune_rules.min_gap_s: expected a non-empty list",
         ),
+        (
+            "predict.drift_thresholds={frame_brightness: 1.5}",
+            "predict.drift_thresholds: expected divergences in (0, 1]",
+        ),
     ],
 )
 def test_bad_values_name_the_key(override, message):

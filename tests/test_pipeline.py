@@ -130,7 +130,8 @@ def test_each_stage_depends_on_all_the_code_it_runs(stage: str):
 
 
 def model_files(folder: Path) -> set[Path]:
-    """What train writes into a model's folder (evaluate adds its segment rules)."""
+    """What train writes into a model's folder and evaluate reads (train also copies the
+    training statistics there, evaluate adds its segment rules and figures)."""
     return {model_card.network_file(folder), folder / model_card.CARD_FILE}
 
 
@@ -145,6 +146,7 @@ def test_dvc_paths_are_the_configs_paths():
         **{
             f"train@{model}": {
                 *model_files(paths.model(model)),
+                model_card.statistics_file(paths.model(model)),
                 paths.metrics(f"train_{model}"),
                 paths.train_outputs(model) / "history.csv",
             }
@@ -153,6 +155,8 @@ def test_dvc_paths_are_the_configs_paths():
         "evaluate": {
             model_card.rules_file(paths.model("classifier")),
             model_card.rules_file(paths.model("baseline")),
+            model_card.evaluation_file(paths.model("classifier")),
+            model_card.evaluation_file(paths.model("baseline")),
             paths.evaluate_report,
             paths.evaluate_figures,
             paths.evaluate_viewer,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +24,7 @@ from pipeline.model import stacked_outputs
 from pipeline.predict.loader import load
 from pipeline.predict.one_video import predict_video
 from pipeline.predict.outputs import output_names
+from pipeline.predict.run import run as predict_videos
 from pipeline.predict.stream import StreamingModel, prefetched
 
 # Every test needs the trained smoke models: the first one here may build the shared
@@ -47,6 +49,13 @@ def smoke_video(root: Path) -> Path:
     return sorted((root / "data" / "videos").glob("*.mp4"))[0]
 
 
+def unseen_trailer(root: Path) -> Path:
+    """The first demo trailer of the test split: never seen in training."""
+    splits = dict(line.split(",") for line in (root / "data" / "splits.csv").read_text().split())
+    trailer_id = min(trailer for trailer, split in splits.items() if split == "test")
+    return root / "data" / "videos" / f"trailer_{trailer_id}.mp4"
+
+
 def sampled(video: Path, decode: dict, chunk_frames: int):
     """The decode stage's sampling and chunks of ``video`` at a model's decode settings."""
     return sample_video(
@@ -62,15 +71,15 @@ def read_timeline(path: Path) -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def predicted(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One ``trailers predict`` run: a real 720p clip, a text file named .mp4, a smoke trailer,
-    an AV1 clip (decord cannot open it) and a file cut short."""
+    """One ``trailers predict`` run: a real 720p clip, a text file named .mp4, a smoke test
+    trailer, an AV1 clip (decord cannot open it) and a file cut short."""
     work = tmp_path_factory.mktemp("predict")
     bad = work / "broken.mp4"
     bad.write_text("not a video\n")
     av1 = write_video(work / "web clip.mkv", 50, 25, codec="libsvtav1")
     whole = write_video(work / "whole.mp4", 100, 25, size=(160, 120), faststart=True)
     cut = cut_short(whole, work / "download.mp4")
-    videos = [bigbuckbunny(), bad, smoke_video(trained_corpus), av1, cut]
+    videos = [bigbuckbunny(), bad, unseen_trailer(trained_corpus), av1, cut]
     result = predict(trained_corpus, *map(str, videos), out=work / "out", html=True)
     return work / "out", videos, result
 
@@ -136,6 +145,36 @@ def test_av1_and_a_file_cut_short_are_read_and_ffmpeg_stays_quiet(predicted) -> 
     warned = [line for line in result.stderr.splitlines() if "ends early" in line]
     assert len(warned) == 1 and str(videos[4]) in warned[0], result.stderr
     assert not FFMPEG_LINE.search(result.stderr), result.stderr
+
+
+def test_the_demo_model_says_what_it_saw_when_a_real_clip_is_far_from_it(predicted) -> None:
+    """With the demo model, the real clip gets a drift warning (validate's measure against the
+    training split's statistics saved with the model) and the run one line saying the model saw
+    only the synthetic demo; the demo's test trailer gets no warning. The JSON says the same,
+    with the model's card and evaluate figures."""
+    out, videos, result = predicted
+    lines = result.stderr.splitlines()
+    far = [line for line in lines if "far from the model's training data" in line]
+    assert any(str(videos[0]) in line for line in far), result.stderr
+    assert not any(str(videos[2]) in line for line in far), result.stderr
+    demo = [line for line in lines if "trained only on the synthetic demo corpus" in line]
+    assert len(demo) == 1 and "train 2 trailers" in demo[0], result.stderr
+    real = json.loads((out / "bigbuckbunny.json").read_text())
+    assert real["drift"]["far"] and real["trained_on"]["synthetic"]
+    assert real["evaluation"]["split"] == "test" and 0 <= real["evaluation"]["macro_ap"] <= 1
+    trailer = json.loads((out / f"{videos[2].stem}.json").read_text())
+    assert trailer["drift"]["far"] == []
+    assert set(trailer["drift"]["divergence"]) == {"frame_brightness", "frame_motion"}
+
+
+def test_a_demo_test_trailer_alone_gets_neither_line(
+    trained_corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    video = unseen_trailer(trained_corpus)
+    with caplog.at_level(logging.INFO, logger="pipeline.predict"):
+        predict_videos(smoke_config(trained_corpus), [video], out=tmp_path, html=False)
+    assert (tmp_path / f"{video.stem}.json").is_file() and "wrote 1 timeline" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: Path) -> None:

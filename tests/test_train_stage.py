@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import signal
 import socket
@@ -20,7 +21,7 @@ from mlflow import MlflowClient
 from pipeline import GENRES
 from pipeline.core import model_card
 from pipeline.core.config import load_config
-from pipeline.core.manifest import ShardRow
+from pipeline.core.manifest import ShardRow, read_manifest
 from pipeline.core.model_card import DecodeSettings
 from pipeline.train import run as train_run
 from pipeline.train.callbacks import WholeBackup, training_callbacks
@@ -64,6 +65,23 @@ def test_training_lowers_the_loss_and_writes_a_model_that_loads(trained_corpus: 
     card = model_card.read(out).card
     assert card.decode == DecodeSettings(fps=8.0, height=32, width=32, aspect="letterbox")
     assert card.genres == GENRES and card.model == model
+    manifest = trained_corpus / "data" / "shards" / "manifest.jsonl"
+    trained_on, rows = card.trained_on, read_manifest(manifest)
+    assert trained_on.synthetic and trained_on.corpus == "data/videos"  # the demo's, as synth wrote
+    assert trained_on.data_version == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    for split in ("train", "val", "test"):
+        chosen = [row for row in rows if row.split == split]
+        hours = sum(row.frames / row.fps for row in chosen) / 3600
+        assert trained_on.splits[split]["trailers"] == len({row.trailer_id for row in chosen})
+        assert trained_on.splits[split]["hours"] == pytest.approx(hours, abs=1e-4)
+    folder = model_card.read(out)
+    assert (
+        folder.statistics.read_bytes()
+        == (trained_corpus / "outputs" / "validate" / "statistics" / "train.pb").read_bytes()
+    )
+    figures = json.loads((trained_corpus / "metrics" / "evaluate.json").read_text())
+    assert folder.evaluation["macro_ap"] == figures[f"{model}_macro_ap"]  # evaluate's, beside it
+    assert folder.evaluation["split"] == "test"
     metrics = json.loads((trained_corpus / "metrics" / f"train_{model}.json").read_text())
     assert 1 <= metrics["best_epoch"] <= TRAINED_EPOCHS and 0 <= metrics["val_macro_auc_pr"] <= 1
     assert not (trained_corpus / "outputs" / "train" / model / "checkpoints").exists()

@@ -22,8 +22,9 @@ from pipeline import GENRES
 from pipeline.core.errors import StageError
 from pipeline.core.io import save_npy
 from pipeline.core.manifest import KEYS, ShardRow, read_manifest, write_manifest
-from pipeline.validate.features import frame_features, label_features
-from pipeline.validate.integrity import check_manifest
+from pipeline.infra.drift import frame_features
+from pipeline.validate.features import label_features
+from pipeline.validate.integrity import check_manifest, truncated_trailers
 from pipeline.validate.run import run
 
 pytestmark = pytest.mark.xdist_group("validate")
@@ -311,6 +312,39 @@ def test_corruption_fails_with_a_clear_report(corpus: Corpus, case: str):
     assert matches[0]["expected"] in row and matches[0]["found"] in row
 
 
+@pytest.mark.slow
+def test_a_trailer_cut_short_is_a_warning_unless_configured_an_error(corpus: Corpus):
+    """Rows that say their video file is cut short (``missing_s``, as decode writes them for a
+    file whose frames stop early): one WARNING naming the trailer and its shards, the stage
+    passes; with ``validate.fail_on_truncated`` the same is an ERROR (the stage stops on any
+    ERROR: the corruption table)."""
+    cut = corpus.first("val").trailer_id
+    corpus.write_rows(
+        [
+            dataclasses.replace(row, missing_s=1.5) if row.trailer_id == cut else row
+            for row in corpus.rows()
+        ]
+    )
+    shards = sorted(row.shard for row in corpus.rows() if row.trailer_id == cut)
+    run(corpus.config())
+    report = json.loads((corpus.outputs / "anomalies.json").read_text())
+    assert report["passed"]
+    [warning] = report["anomalies"]
+    assert (warning["severity"], warning["split"], warning["feature"]) == (
+        "WARNING",
+        "val",
+        "missing_s",
+    )
+    assert f"trailer {cut}" in warning["found"] and "1.50 s missing" in warning["found"]
+    assert sorted(warning["shards"]) == shards
+    assert "**PASSED** (1 warnings)" in (corpus.outputs / "report.md").read_text()
+    metrics = json.loads(corpus.config().paths.metrics("validate").read_text())
+    assert (metrics["errors"], metrics["warnings"]) == (0, 1)
+
+    [gated] = truncated_trailers(corpus.rows(), gate=True)  # validate.fail_on_truncated
+    assert gated.severity == "ERROR" and gated.found == warning["found"]
+
+
 @pytest.mark.parametrize("chunk_frames", [1, 3, 64])
 def test_frame_features_do_not_depend_on_chunking(chunk_frames):
     frames, _ = make_trailer(np.random.default_rng(1), 0)
@@ -321,6 +355,8 @@ def test_frame_features_do_not_depend_on_chunking(chunk_frames):
     assert example["pixel_std_b"][0] == pytest.approx(values[:, 2].std())
     assert example["pixel_max_r"][0] == values[:, 0].max()
     assert example["motion"][0] == pytest.approx(np.abs(np.diff(values, axis=0)).mean())
+    motion = np.abs(np.diff(values, axis=0)).mean(axis=(1, 2, 3))
+    assert example["frame_motion"] == pytest.approx(motion.tolist())
     brightness = values.mean(axis=(1, 2, 3))
     assert example["frame_brightness"] == pytest.approx(brightness.tolist())
     assert example["black_fraction"][0] == pytest.approx((brightness < 16).mean())

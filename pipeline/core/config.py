@@ -469,6 +469,11 @@ class ValidateConfig(_Section):
     skew_threshold: float = Field(
         0.3, gt=0, le=1, description="Largest divergence of a skew feature that passes."
     )
+    fail_on_truncated: bool = Field(
+        False,
+        description="A trailer whose video file is cut short (decode kept its readable frames): "
+        "an ERROR that stops the pipeline, or (false) a WARNING in the report.",
+    )
 
 
 class ModelConfig(_Section):
@@ -721,6 +726,20 @@ class PredictConfig(_Section):
         0, ge=0, description="Decoder threads per video; 0: as decode, the usable cores."
     )
     html: bool = Field(True, description="Also write the timeline viewer page.")
+    drift_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"frame_brightness": 0.9, "frame_motion": 0.5},
+        description="Per feature of a video's frames, the largest Jensen-Shannon divergence "
+        "between its histogram and the model's training split's (validate's drift measure; 1: "
+        "no overlap) for a video near the training data; above it predict warns. Empty: no "
+        "comparison.",
+    )
+
+    @field_validator("drift_thresholds")
+    @classmethod
+    def _divergences(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        if any(not 0 < value <= 1 for value in thresholds.values()):
+            raise ValueError(f"expected divergences in (0, 1], got {thresholds}")
+        return thresholds
 
 
 class EvaluateConfig(_Section):

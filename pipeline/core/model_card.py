@@ -6,24 +6,33 @@
   the decode settings it was trained on (predict samples every video exactly so), the MLflow
   run that trained it and how it learnt from its labels (``labels``: ``train.weak_labels`` and
   its pooling, the train trailers of each label level).
+  The card also says what the model was trained on (:class:`TrainingData`: the corpus, whether
+  it is the synthetic demo, its data version, trailers and hours per split).
+- ``train_statistics.pb``: TFDV's statistics of the training split (validate's), which predict
+  compares each video with (:func:`statistics_file`).
 - ``segment_rules.json``: each genre's :class:`pipeline.core.timeline.SegmentRule`, tuned on the
   val split by evaluate (:func:`write_rules`); predict and the viewer read timelines by them.
+- ``evaluation.json``: evaluate's headline figures for the model (:func:`write_evaluation`).
+  Evaluate's own file, beside its rules, so that train's ``model.json`` stays train's output
+  alone (a DVC out is written by one stage).
 
-Train writes the folder through :func:`write` (which removes rules tuned for an earlier
-network); evaluate adds the rules; evaluate and predict read it through :func:`read`; no other
-module names these files. :meth:`DecodeSettings.check_rows` is the one check that shards
-were decoded as a model (or the config) expects.
+Train writes the folder through :func:`write` (which removes the rules and figures of an
+earlier network); evaluate adds the rules and figures; evaluate and predict read it through
+:func:`read`; no other module names these files. :meth:`DecodeSettings.check_rows` is the one
+check that shards were decoded as a model (or the config) expects.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline import SPLITS, UNLABELLED
 from pipeline.core.config import DecodeConfig
 from pipeline.core.errors import StageError
 from pipeline.core.io import atomic_path, write_json
@@ -33,7 +42,10 @@ from pipeline.core.timeline import SegmentRules, rules_from_dict, rules_to_dict
 NETWORK_FILE = "model.keras"
 NETWORK_SUFFIX = Path(NETWORK_FILE).suffix
 CARD_FILE = "model.json"
+STATISTICS_FILE = "train_statistics.pb"
 RULES_FILE = "segment_rules.json"
+EVALUATION_FILE = "evaluation.json"
+SECONDS_PER_HOUR = 3600.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,46 @@ class DecodeSettings:
 
 
 @dataclass(frozen=True)
+class TrainingData:
+    """What a model was trained on: ``corpus`` (the videos folder, or the demo's),
+    ``synthetic`` (the built-in demo of ``trailers synth``), ``data_version`` (the SHA-256 of
+    the manifest, which holds every shard's own hash), ``frames_per_shard`` (the longest
+    shard: how the training statistics group frames) and per split its trailers and hours."""
+
+    corpus: str
+    synthetic: bool
+    data_version: str
+    frames_per_shard: int
+    splits: dict[str, dict[str, float]]
+
+    @classmethod
+    def from_rows(
+        cls, rows: Iterable[ShardRow], corpus: str, synthetic: bool, data_version: str
+    ) -> TrainingData:
+        rows = list(rows)
+        splits: dict[str, dict[str, float]] = {}
+        for split in sorted({row.split for row in rows}):
+            chosen = [row for row in rows if row.split == split]
+            seconds = sum(row.frames / row.fps for row in chosen)
+            splits[split] = {
+                "trailers": len({row.trailer_id for row in chosen}),
+                "hours": round(seconds / SECONDS_PER_HOUR, 4),
+            }
+        return cls(corpus, synthetic, data_version, max(row.frames for row in rows), splits)
+
+    def describe(self) -> str:
+        """One line: ``the synthetic demo corpus of `trailers synth` (data/videos, data version
+        1a2b3c4d; train 32 trailers, 0.0944 h; val ...)``."""
+        kind = "the synthetic demo corpus of `trailers synth`" if self.synthetic else "the corpus"
+        order = [*SPLITS, UNLABELLED]
+        splits = "; ".join(
+            f"{split} {int(counts['trailers'])} trailers, {counts['hours']:g} h"
+            for split, counts in sorted(self.splits.items(), key=lambda item: order.index(item[0]))
+        )
+        return f"{kind} ({self.corpus}, data version {self.data_version[:8]}; {splits})"
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """``model.json``: what a trained network is and what it was trained on."""
 
@@ -85,6 +137,8 @@ class ModelCard:
     labels: Mapping[str, Any] | None = None
     """How training read the labels: ``weak_labels``, ``mil_pooling``, ``mil_top_fraction``
     and ``train_trailers`` per label level; None on cards written before it."""
+    trained_on: TrainingData | None = None
+    """None in cards written before it was recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         card = dataclasses.asdict(self)
@@ -106,6 +160,7 @@ class ModelCard:
                 decode=DecodeSettings.from_dict(card["decode"], source),
                 mlflow_run_id=card["mlflow_run_id"],
                 labels=card.get("labels"),
+                trained_on=TrainingData(**card["trained_on"]) if card.get("trained_on") else None,
             )
         except (KeyError, TypeError) as exc:
             raise StageError(f"{source}: not a model card ({exc!r} missing or wrong)") from None
@@ -120,6 +175,11 @@ class TrainedModel:
     rules: dict[str, Any] | None
     """The segment rules tuned for it (``{"tuned_on": ..., "rules": SegmentRules}``), None
     before evaluate tuned them."""
+    evaluation: dict[str, Any] | None = None
+    """Evaluate's headline figures (``{"split": ..., "trailers": ..., figure: value}``), None
+    before evaluate ran."""
+    statistics: Path | None = None
+    """The training split's TFDV statistics, None when the folder has none."""
 
 
 def network_file(folder: Path) -> Path:
@@ -128,6 +188,34 @@ def network_file(folder: Path) -> Path:
 
 def rules_file(folder: Path) -> Path:
     return folder / RULES_FILE
+
+
+def statistics_file(folder: Path) -> Path:
+    return folder / STATISTICS_FILE
+
+
+def evaluation_file(folder: Path) -> Path:
+    return folder / EVALUATION_FILE
+
+
+def write_evaluation(folder: Path, figures: Mapping[str, Any]) -> None:
+    """Store evaluate's headline figures with the model."""
+    write_json(evaluation_file(folder), dict(figures))
+
+
+def read_evaluation(folder: Path) -> dict[str, Any] | None:
+    """Evaluate's figures, None when the folder has none; StageError, one line naming the
+    file, when it cannot be read."""
+    path = evaluation_file(folder)
+    if not path.is_file():
+        return None
+    try:
+        figures = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageError(f"{path}: cannot read the evaluation figures ({exc})") from None
+    if not isinstance(figures, dict):
+        raise StageError(f"{path}: expected a JSON object of figures")
+    return figures
 
 
 def write_rules(folder: Path, rules: SegmentRules, tuned_on: str) -> None:
@@ -151,13 +239,23 @@ def read_rules(folder: Path) -> dict[str, Any] | None:
         raise StageError(f"{path}: cannot read the segment rules ({exc!r})") from None
 
 
-def write(folder: Path, card: ModelCard, save_network: Callable[[Path], None]) -> None:
+def write(
+    folder: Path,
+    card: ModelCard,
+    save_network: Callable[[Path], None],
+    train_statistics: Path | None = None,
+) -> None:
     """Write the network (``save_network(path)``, into a temporary ``.keras`` path renamed into
-    place) and then its card, so a folder with a card always has its network."""
+    place), a copy of the training split's statistics file, and then the card, so a folder
+    with a card always has its network."""
     folder.mkdir(parents=True, exist_ok=True)
-    rules_file(folder).unlink(missing_ok=True)  # tuned for the network this one replaces
+    for stale in (rules_file(folder), evaluation_file(folder), statistics_file(folder)):
+        stale.unlink(missing_ok=True)  # of the network this one replaces
     with atomic_path(network_file(folder), keep_suffix=True) as tmp:
         save_network(tmp)
+    if train_statistics is not None:
+        with atomic_path(statistics_file(folder)) as tmp:
+            shutil.copyfile(train_statistics, tmp)
     write_json(folder / CARD_FILE, card.to_dict())
 
 
@@ -177,4 +275,12 @@ def read(path: Path) -> TrainedModel:
     except (OSError, json.JSONDecodeError) as exc:
         raise StageError(f"{card_path}: cannot read the model card ({exc})") from None
     card = ModelCard.from_dict(card, str(card_path))
-    return TrainedModel(network, card, read_rules(network.parent))
+    folder = network.parent
+    statistics = statistics_file(folder)
+    return TrainedModel(
+        network,
+        card,
+        read_rules(folder),
+        read_evaluation(folder),
+        statistics if statistics.is_file() else None,
+    )

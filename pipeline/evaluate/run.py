@@ -5,7 +5,8 @@ Runs the ConvLSTM (``classifier``) and the per-frame ``baseline`` over every who
 each trailer in one pass, and writes (paths from :class:`pipeline.core.config.PathsConfig`):
 
 - each model's segment rules, tuned on val (:mod:`pipeline.evaluate.rules`), into its folder
-  (:func:`pipeline.core.model_card.write_rules`), where predict and the viewer read them;
+  (:func:`pipeline.core.model_card.write_rules`), where predict and the viewer read them,
+  and its headline figures beside them (:func:`pipeline.core.model_card.write_evaluation`);
 - ``metrics/evaluate.json``: the summary numbers (``dvc metrics show``);
 - ``outputs/evaluate/report.json``: every number (:mod:`pipeline.evaluate.report`);
 - ``outputs/evaluate/pr/<genre>.csv``: the PR curves of both models (``dvc plots show``);
@@ -24,6 +25,7 @@ import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -189,6 +191,17 @@ def rule_params(rules: Mapping[str, Mapping]) -> dict[str, str]:
     }
 
 
+def model_figures(numbers: Mapping[str, Any], model: str, split: str) -> dict[str, Any]:
+    """One model's headline figures from the stage's metrics (``classifier_macro_ap`` ->
+    ``macro_ap``), with the split and how many trailers they were measured on."""
+    prefix = f"{model}_"
+    return {
+        "split": split,
+        "trailers": numbers["evaluated_trailers"],
+        **{key[len(prefix) :]: value for key, value in numbers.items() if key.startswith(prefix)},
+    }
+
+
 def record(config: Config, cards: Mapping[str, ModelCard], report: Mapping) -> None:
     """An evaluation run per model with its tuned segment rules (params and file); the
     classifier's also holds the gain, and registers the model when ``evaluate.register_model``
@@ -284,6 +297,8 @@ def run(config: Config) -> None:
     write_viewers(fresh(paths.evaluate_viewer), trailers, config, tuned[MODELS[0]][0])
     numbers = {"evaluated_trailers": len(trailers), **summary(reports, gains)}
     write_json(paths.metrics("evaluate"), numbers)
+    for model in MODELS:
+        model_card.write_evaluation(paths.model(model), model_figures(numbers, model, split))
     log.info(
         "%s split, %d trailers (%d segment-labelled: frames and segments; %d trailer-level: "
         "trailer figures only): macro AP classifier %s, baseline %s; motion-only gain %s; "

@@ -13,14 +13,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipeline.core import model_card
 from pipeline.core.config import Config, tracking_uri
 from pipeline.core.errors import StageError
-from pipeline.core.model_card import DecodeSettings
+from pipeline.core.model_card import DecodeSettings, TrainingData
 from pipeline.core.timeline import SegmentRule
+from pipeline.infra.drift import load_statistics
 from pipeline.model import load_network
 
 URI_SCHEMES = ("runs:/", "models:/")
@@ -36,6 +39,13 @@ class LoadedModel:
     rules: dict[str, SegmentRule] | None = None
     """The segment rules evaluate tuned for it on val (None: none stored; a model from MLflow
     carries none)."""
+    trained_on: TrainingData | None = None
+    """What it was trained on (its card's; None: an older card, or a model from MLflow)."""
+    evaluation: dict[str, Any] | None = None
+    """Evaluate's headline figures for it (None: not evaluated, or a model from MLflow)."""
+    statistics: statistics_pb2.DatasetFeatureStatisticsList | None = None
+    """Its training split's TFDV statistics, which each video is compared with (None: the
+    folder has none, or a model from MLflow)."""
 
 
 def load(reference: str | None, config: Config) -> LoadedModel:
@@ -45,7 +55,16 @@ def load(reference: str | None, config: Config) -> LoadedModel:
     trained = model_card.read(Path(reference) if reference else config.paths.model("classifier"))
     network = load_network(trained.network_file)
     rules = None if trained.rules is None else trained.rules["rules"]
-    return LoadedModel(network, trained.card.decode, str(trained.network_file), rules)
+    statistics = None if trained.statistics is None else load_statistics(trained.statistics)
+    return LoadedModel(
+        network,
+        trained.card.decode,
+        str(trained.network_file),
+        rules,
+        trained.card.trained_on,
+        trained.evaluation,
+        statistics,
+    )
 
 
 def _from_mlflow(uri: str, store: str) -> LoadedModel:

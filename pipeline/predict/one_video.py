@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, PredictConfig
 from pipeline.core.timeline import chosen_rules
 from pipeline.core.video import sample_video
 from pipeline.infra.beam import decoder_threads
+from pipeline.infra.drift import ExampleTap, video_drift
 from pipeline.predict.loader import LoadedModel
-from pipeline.predict.outputs import write_summary, write_timeline_csv
+from pipeline.predict.outputs import DECIMALS, write_summary, write_timeline_csv
 from pipeline.predict.stream import StreamingModel, prefetched
 from pipeline.views.timeline_plot import draw_timeline
 
@@ -34,9 +36,11 @@ def predict_video(
     out_dir: Path,
     html: bool,
     busy_workers: int = 1,
-) -> None:
+) -> dict[str, Any] | None:
     """Sample, predict and write one video's outputs; VideoError if it cannot be read.
-    ``busy_workers``: how many videos are decoded at once (a catalogue's workers)."""
+    ``busy_workers``: how many videos are decoded at once (a catalogue's workers). Returns how
+    far the video is from the model's training data (:func:`training_drift`; None: not
+    measured)."""
     settings = loaded.decode
     sampling, chunks = sample_video(
         video,
@@ -52,8 +56,20 @@ def predict_video(
         decoder=config.decode.decoder,
     )
     rules = chosen_rules(config.timeline, loaded.rules)
+    tap = example_tap(loaded, config)
     with tqdm(total=len(sampling.times), desc=name, unit="frame", leave=False, disable=None) as bar:
-        probabilities = streaming.timeline(prefetched(chunks), bar.update)
+        probabilities = streaming.timeline(prefetched(tap(chunks) if tap else chunks), bar.update)
+    drift = training_drift(tap.examples, loaded, config.predict) if tap else None
+    if drift and drift["far"]:
+        log.warning(
+            "%s: far from the model's training data: %s (Jensen-Shannon divergence to its "
+            "training split, predict.drift_thresholds)",
+            video,
+            ", ".join(
+                f"{name} {drift['divergence'][name]:.3f} > {drift['thresholds'][name]:g}"
+                for name in drift["far"]
+            ),
+        )
     write_timeline_csv(out_dir / f"{name}.timeline.csv", probabilities, settings.fps)
     write_summary(
         out_dir / f"{name}.json",
@@ -67,6 +83,9 @@ def predict_video(
         timeline=config.timeline,
         rules=rules,
         trailer_id=name,
+        trained_on=None if loaded.trained_on is None else dataclasses.asdict(loaded.trained_on),
+        evaluation=loaded.evaluation,
+        drift=drift,
     )
     draw_timeline(
         out_dir / f"{name}.png",
@@ -88,3 +107,32 @@ def predict_video(
             title=video.name,
         )
     log.info("%s: %d frames -> %s", video, len(probabilities), out_dir / f"{name}.*")
+    return drift
+
+
+def example_tap(loaded: LoadedModel, config: Config) -> ExampleTap | None:
+    """What summarises the video's frames as validate summarised the model's training shards,
+    None when there is nothing to compare them with (no statistics, or no features asked)."""
+    if (
+        loaded.statistics is None
+        or loaded.trained_on is None
+        or not config.predict.drift_thresholds
+    ):
+        return None
+    return ExampleTap(loaded.trained_on.frames_per_shard, config.validate_.black_level)
+
+
+def training_drift(
+    examples: list[dict[str, list]], loaded: LoadedModel, settings: PredictConfig
+) -> dict[str, Any]:
+    """``{"divergence": {feature: value}, "thresholds": {...}, "far": [features above]}``: the
+    video against the model's training split on each of ``predict.drift_thresholds``."""
+    measured = video_drift(examples, loaded.statistics, settings.drift_thresholds)
+    divergence = {m["feature"]: round(m["value"], DECIMALS) for m in measured}
+    return {
+        "divergence": divergence,
+        "thresholds": dict(settings.drift_thresholds),
+        "far": [
+            name for name, value in divergence.items() if value > settings.drift_thresholds[name]
+        ],
+    }

@@ -74,9 +74,14 @@ def write_summary(
     timeline: TimelineConfig,
     rules: SegmentRules,
     trailer_id: str,
+    trained_on: dict | None = None,
+    evaluation: dict | None = None,
+    drift: dict | None = None,
 ) -> None:
     """The video's trailer-level scores, the genres present, the segment rules and its segments
-    (annotation rows) by them."""
+    (annotation rows) by them; what the model was trained on and its evaluate figures (from its
+    folder), and how far the video is from its training data (``drift``; None where not
+    measured)."""
     fps = decode["fps"]
     scores = trailer_scores(probabilities, timeline.trailer_top_fraction)
     write_json(
@@ -96,6 +101,9 @@ def write_summary(
             "genres_present": genres_present(scores, timeline.threshold),
             "segment_rules": rules_to_dict(rules),
             "segments": genre_segments(probabilities, fps, duration_s, rules, trailer_id),
+            "trained_on": trained_on,
+            "evaluation": evaluation,
+            "drift": drift,
         },
     )
 

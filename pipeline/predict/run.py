@@ -6,7 +6,10 @@ streaming model chunk by chunk (``predict.chunk_frames``), so memory does not gr
 video's length. Per video it writes ``<name>.timeline.csv``, ``<name>.json``, ``<name>.png``
 and, with ``predict.html`` (or ``--html``), the viewer page ``<name>.html``, all under
 ``--out`` (default ``outputs/predict``). A video that cannot be read is reported in one line and
-skipped; the stage fails (exit code 1) after the others are written. ``--catalogue`` predicts a
+skipped; the stage fails (exit code 1) after the others are written. A video far from the
+model's training data (validate's drift measure against the training split's statistics saved
+with the model, ``predict.drift_thresholds``) gets a warning line, and, when the model is the
+synthetic demo's, the run one line saying what it was trained on. ``--catalogue`` predicts a
 whole folder or CSV list of videos on Beam instead (:mod:`pipeline.predict.catalogue`), each
 video through :func:`pipeline.predict.one_video.predict_video` as here.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 from pipeline.core.config import Config
 from pipeline.core.errors import StageError
 from pipeline.core.video import VideoError
+from pipeline.infra.drift import check_frame_features
 from pipeline.predict.loader import load
 from pipeline.predict.one_video import predict_video
 from pipeline.predict.outputs import output_names
@@ -40,6 +44,7 @@ def run(
     CSV file on Beam); StageError if any video failed (after the rest)."""
     out_dir = Path(out) if out is not None else config.paths.stage_outputs("predict")
     html = config.predict.html if html is None else html
+    check_frame_features(config.predict.drift_thresholds, "predict.drift_thresholds")
     if catalogue is not None:
         from pipeline.predict.catalogue import run_catalogue  # Beam, only for a catalogue
 
@@ -49,12 +54,22 @@ def run(
     streaming = StreamingModel(loaded.network)
     videos = [Path(video) for video in videos]
     failed = []
+    told = False
     for video, name in zip(videos, output_names(videos), strict=True):
         try:
-            predict_video(video, name, loaded, streaming, config, out_dir, html)
+            drift = predict_video(video, name, loaded, streaming, config, out_dir, html)
         except VideoError as exc:
             log.warning("%s: %s", video, exc)
             failed.append(str(video))
+            continue
+        demo = loaded.trained_on is not None and loaded.trained_on.synthetic
+        if demo and drift and drift["far"] and not told:
+            log.warning(
+                "the model was trained only on %s: its timelines of videos unlike those mean "
+                "little; train it on your own trailers (README: Bring your own trailers)",
+                loaded.trained_on.describe(),
+            )
+            told = True
     if failed:
         raise StageError(f"{len(failed)} of {len(videos)} videos failed: {', '.join(failed)}")
     log.info("wrote %d timeline(s) to %s", len(videos), out_dir)

@@ -22,6 +22,7 @@ A killed multi-worker run starts over.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -39,7 +40,7 @@ from pipeline.core.config import Config, ModelConfig, PathsConfig, TrainConfig, 
 from pipeline.core.errors import StageError
 from pipeline.core.io import atomic_open, read_json, write_json
 from pipeline.core.manifest import ManifestError, ShardRow, read_manifest
-from pipeline.core.model_card import DecodeSettings, ModelCard
+from pipeline.core.model_card import DecodeSettings, ModelCard, TrainingData
 from pipeline.infra import tracking
 from pipeline.model import build_classifier, build_frame_baseline, pyfunc
 from pipeline.train import dataset
@@ -100,11 +101,29 @@ def decode_settings(config: Config, rows: list[ShardRow]) -> DecodeSettings:
 
 def export_model(config: Config, weights: list, card: ModelCard) -> None:
     """Write the model's folder: the weights in a fresh float32 build of the card's model and
-    frame shape, so the file loads the same on any host, and the card."""
+    frame shape, so the file loads the same on any host, the training split's statistics
+    (validate's) and the card."""
     keras.mixed_precision.set_global_policy("float32")
     model = BUILDERS[card.model](config.model, card.frame_shape)
     model.set_weights(weights)
-    model_card.write(config.paths.model(card.model), card, model.save)
+    statistics = config.paths.statistics("train")
+    model_card.write(
+        config.paths.model(card.model),
+        card,
+        model.save,
+        statistics if statistics.is_file() else None,
+    )
+
+
+def training_data(config: Config) -> TrainingData:
+    """What the model is trained on: the corpus (the demo's when its videos are synth's folder,
+    ``decode.input_dir`` null with annotations, as ``trailers synth`` writes them), the
+    manifest's hash as its data version, and every split's trailers and hours."""
+    manifest = config.paths.manifest
+    synthetic = config.decode.source == "annotations" and config.decode.input_dir is None
+    corpus = str(config.decode.input_dir or config.paths.videos)
+    version = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    return TrainingData.from_rows(read_manifest(manifest), corpus, synthetic, version)
 
 
 def summary(history: list[dict[str, float]], monitor: str = MONITOR) -> dict[str, float]:
@@ -323,6 +342,7 @@ def train_and_record(
             decode=settings,
             mlflow_run_id=record.run_id,
             labels=labels_card(train, train_rows),
+            trained_on=training_data(config),
         )
         export_model(config, net.get_weights(), card)
         history = read_history(out / "history.csv")

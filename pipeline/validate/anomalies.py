@@ -9,6 +9,8 @@ from typing import Any
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from pipeline.infra.drift import measurements
+
 _COMPARATOR_TYPES = frozenset(
     value
     for name, value in anomalies_pb2.AnomalyInfo.Type.items()
@@ -152,30 +154,17 @@ def to_anomalies(
                 anomalies_pb2.AnomalyInfo.Severity.Name(info.severity),
             )
         )
-    measurements = []
-    for info in result.drift_skew_info:
-        name = ".".join(info.path.step)
-        for check, values in (("drift", info.drift_measurements), ("skew", info.skew_measurements)):
-            for measured in values:
-                measure = anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(measured.type)
-                measurements.append(
-                    {
-                        "check": check,
-                        "split": split,
-                        "feature": name,
-                        "measure": measure,
-                        "value": measured.value,
-                        "threshold": measured.threshold,
-                    }
+    measured = measurements(result, split)
+    for m in measured:
+        if m["value"] > m["threshold"]:
+            shift = describe_shift(m["feature"], statistics, baseline)
+            anomalies.append(
+                Anomaly(
+                    m["check"],
+                    split,
+                    m["feature"],
+                    f"{_MEASURES[m['measure']]} to train <= {m['threshold']:g}",
+                    f"{m['value']:.3f} ({shift})",
                 )
-                if measured.value > measured.threshold:
-                    anomalies.append(
-                        Anomaly(
-                            check,
-                            split,
-                            name,
-                            f"{_MEASURES[measure]} to train <= {measured.threshold:g}",
-                            f"{measured.value:.3f} ({describe_shift(name, statistics, baseline)})",
-                        )
-                    )
-    return anomalies, measurements
+            )
+    return anomalies, measured

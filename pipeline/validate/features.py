@@ -21,10 +21,8 @@ import numpy as np
 
 from pipeline import GENRES
 from pipeline.core.manifest import ShardRow
+from pipeline.infra.drift import CHANNELS, frame_features
 from pipeline.validate.anomalies import Anomaly
-
-CHANNELS: tuple[str, ...] = ("r", "g", "b")
-"""Channel order of a shard's second axis (RGB); per-channel features are named after it."""
 
 INT, FLOAT, STRING = "INT", "FLOAT", "STRING"
 
@@ -45,6 +43,10 @@ FEATURES: dict[str, tuple[str, str]] = {
     "motion": (FLOAT, "mean absolute difference between consecutive frames (0-255)"),
     "frozen_fraction": (FLOAT, "fraction of frames identical to the one before"),
     "frame_brightness": (FLOAT, "per frame: mean pixel value (one value per frame)"),
+    "frame_motion": (
+        FLOAT,
+        "per frame after a shard's first: mean absolute difference from the frame before (0-255)",
+    ),
     "labels_dtype": (STRING, "type of the labels array"),
     "label_min": (FLOAT, "smallest label value (labels are 0 or 1)"),
     "label_max": (FLOAT, "largest label value (labels are 0 or 1)"),
@@ -58,7 +60,7 @@ FEATURES: dict[str, tuple[str, str]] = {
 }
 """Every feature of an example: name -> (TFDV type, what it means for a reader of the report)."""
 
-LIST_FEATURES = frozenset({"frame_brightness", "frame_genre"})
+LIST_FEATURES = frozenset({"frame_brightness", "frame_motion", "frame_genre"})
 """Features with one value per frame (distributions for drift); all others hold one value."""
 
 LABEL_FEATURES = frozenset(name for name in FEATURES if "label" in name or name == "frame_genre")
@@ -119,44 +121,6 @@ def hashed_chunks(mapped: Mapped, path: Path, chunk_rows: int, digest: Any) -> I
             yield chunk
         handle.seek(mapped.offset + array.nbytes)
         digest.update(handle.read())
-
-
-def frame_features(chunks: Iterator[np.ndarray], black_level: float) -> dict[str, list]:
-    """Pixel, brightness and motion features of ``(frames, channels, h, w)`` chunks."""
-    total = total_sq = low = high = None
-    brightness: list[float] = []
-    motion: list[float] = []
-    previous = None
-    pixels = 0
-    for chunk in chunks:
-        values = chunk.astype(np.float64)
-        axes = (0, 2, 3)
-        sums, squares = values.sum(axis=axes), np.square(values).sum(axis=axes)
-        mins, maxs = values.min(axis=axes), values.max(axis=axes)
-        if total is None:
-            total, total_sq, low, high = sums, squares, mins, maxs
-        else:
-            total, total_sq = total + sums, total_sq + squares
-            low, high = np.minimum(low, mins), np.maximum(high, maxs)
-        pixels += values.shape[0] * values.shape[2] * values.shape[3]
-        brightness.extend(values.mean(axis=(1, 2, 3)).tolist())
-        steps = values if previous is None else np.concatenate([previous, values])
-        motion.extend(np.abs(np.diff(steps, axis=0)).mean(axis=(1, 2, 3)).tolist())
-        previous = values[-1:]
-    if total is None:
-        return {}
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - np.square(mean), 0.0))
-    example: dict[str, list] = {}
-    for index, channel in enumerate(CHANNELS[: len(total)]):
-        for stat, values in (("mean", mean), ("std", std), ("min", low), ("max", high)):
-            example[f"pixel_{stat}_{channel}"] = [float(values[index])]
-    frames = len(brightness)
-    example["black_fraction"] = [sum(b < black_level for b in brightness) / frames]
-    example["motion"] = [float(np.mean(motion)) if motion else 0.0]
-    example["frozen_fraction"] = [sum(m == 0 for m in motion) / frames]
-    example["frame_brightness"] = brightness
-    return example
 
 
 def label_features(labels: np.ndarray) -> dict[str, list]:

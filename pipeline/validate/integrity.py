@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline import SPLITS, UNLABELLED
 from pipeline.core.errors import StageError
 from pipeline.core.manifest import ManifestError, ShardRow, parse_line
+from pipeline.core.video import cut_short_message
 from pipeline.validate.anomalies import Anomaly
 
 SPLIT_ORDER = (*SPLITS, UNLABELLED)
@@ -68,3 +69,26 @@ def check_manifest(path: Path) -> tuple[list[ShardRow], list[Anomaly]]:
     if not rows and not anomalies:
         raise StageError(f"{path}: the manifest lists no shards")
     return rows, anomalies
+
+
+def truncated_trailers(rows: list[ShardRow], gate: bool) -> list[Anomaly]:
+    """An anomaly per trailer whose video file is cut short (its rows' ``missing_s`` > 0: decode
+    kept the readable frames), naming its shards: a WARNING, or an ERROR when ``gate``
+    (``validate.fail_on_truncated``)."""
+    trailers: dict[str, list[ShardRow]] = {}
+    for row in rows:
+        if row.missing_s > 0:
+            trailers.setdefault(row.trailer_id, []).append(row)
+    return [
+        Anomaly(
+            "integrity",
+            shards[0].split,
+            "missing_s",
+            "the whole video decoded (missing_s 0)",
+            f"trailer {trailer_id}, {shards[0].source}: "
+            + cut_short_message(shards[0].source_duration_s, shards[0].missing_s),
+            tuple(row.shard for row in shards),
+            "ERROR" if gate else "WARNING",
+        )
+        for trailer_id, shards in sorted(trailers.items())
+    ]

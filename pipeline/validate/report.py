@@ -77,7 +77,9 @@ def render_report(
         ]
     lines += [
         "",
-        "Checks: *integrity* compares each shard with the manifest (exists, checksum, shape); "
+        "Checks: *integrity* compares each shard with the manifest (exists, checksum, shape) "
+        "and names trailers whose video file is cut short (`missing_s`: a warning unless "
+        "`validate.fail_on_truncated`); "
         "*schema* compares each split's statistics with the committed schema; *drift* and "
         "*skew* compare a split's distribution with train's. An intentional change is accepted "
         "with `trailers validate --update-schema` (schema) or in the `validate:` config "

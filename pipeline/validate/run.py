@@ -1,6 +1,7 @@
 """Stage ``validate``: TensorFlow Data Validation stops bad shards before training sees them.
 
-Reads the decode manifest (``integrity``) and, on Beam, every shard once (memory-mapped, in
+Reads the decode manifest (``integrity``: its rows, and trailers whose file is cut short, a
+warning unless ``validate.fail_on_truncated``) and, on Beam, every shard once (memory-mapped, in
 chunks): its integrity against its row and one example of summary features (``features``).
 TFDV then computes statistics per split (``statistics``), checks every split against the
 curated schema committed at ``paths.schema_file`` (``schema``), and compares val/test (and
@@ -23,7 +24,7 @@ import tensorflow_data_validation as tfdv
 from pipeline.core.config import Config
 from pipeline.core.errors import StageError
 from pipeline.validate.anomalies import Anomaly, to_anomalies
-from pipeline.validate.integrity import check_manifest
+from pipeline.validate.integrity import check_manifest, truncated_trailers
 from pipeline.validate.report import write_outputs
 from pipeline.validate.schema import (
     check_comparator_features,
@@ -45,6 +46,7 @@ def run(config: Config, update_schema: bool = False) -> None:
     check_comparator_features(settings)
     schema = None if update_schema else load_schema(schema_file)
     rows, anomalies = check_manifest(paths.manifest)
+    anomalies += truncated_trailers(rows, settings.fail_on_truncated)
     reports, statistics = collect_statistics(rows, config)
     for report in reports:
         anomalies += [Anomaly(**{**a, "shards": tuple(a["shards"])}) for a in report["anomalies"]]

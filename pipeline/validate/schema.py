@@ -18,6 +18,7 @@ from pipeline import GENRES, UNLABELLED
 from pipeline.core.config import ValidateConfig
 from pipeline.core.errors import StageError
 from pipeline.core.io import atomic_open
+from pipeline.infra.drift import set_comparators
 from pipeline.validate.features import CHANNELS, FEATURES, FLOAT, INT, LABEL_FEATURES, LIST_FEATURES
 
 TRAINING, SERVING = "TRAINING", "SERVING"
@@ -67,6 +68,7 @@ def curate_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
         "duration_s": {"min": 0.0},
         **{name: pixel for name in FEATURES if name.startswith("pixel_")},
         "frame_brightness": pixel,
+        "frame_motion": pixel,
         "motion": pixel,
         "black_fraction": fraction,
         "frozen_fraction": fraction,
@@ -102,15 +104,9 @@ def with_thresholds(schema: schema_pb2.Schema, settings: ValidateConfig) -> sche
     result.CopyFrom(schema)
     drift = {name: settings.drift_threshold for name in settings.drift_features}
     drift["frame_genre"] = settings.genre_drift_threshold
+    set_comparators(result, drift, "drift_comparator")
     skew = {name: settings.skew_threshold for name in settings.skew_features}
-    for feature in result.feature:
-        for comparators, field in ((drift, "drift_comparator"), (skew, "skew_comparator")):
-            if feature.name in comparators:
-                comparator = getattr(feature, field)
-                if feature.type == schema_pb2.BYTES:
-                    comparator.infinity_norm.threshold = comparators[feature.name]
-                else:
-                    comparator.jensen_shannon_divergence.threshold = comparators[feature.name]
+    set_comparators(result, skew, "skew_comparator")
     return result
 
 
