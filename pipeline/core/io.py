@@ -57,9 +57,12 @@ def disk_full(path: str | Path, needed: int | None = None, written: int = 0) -> 
     knows its size (an array's data: its ``.npy`` header adds a few dozen bytes), else the
     ``written`` ones it managed (the file needs more)."""
     path = Path(path)
-    free = free_bytes(path.parent)
-    want = f"needs {_size(needed)}" if needed is not None else f"needs over {_size(written)}"
-    return DiskFull(f"{path}: {NO_SPACE} ({want}, {_size(free)} free); free space and rerun")
+    space = [f"{_size(free_bytes(path.parent))} free"]
+    if needed is not None:
+        space.insert(0, f"needs {_size(needed)}")
+    elif written:
+        space.insert(0, f"needs over {_size(written)}")
+    return DiskFull(f"{path}: {NO_SPACE} ({', '.join(space)}); free space and rerun")
 
 
 @contextlib.contextmanager
