@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline import __version__
 from pipeline.core.config import Config, ConfigError, PathsConfig, load_config
 from pipeline.core.errors import StageError
+from pipeline.core.io import NO_SPACE, is_disk_full
 from pipeline.infra.noise import configure, quiet_stderr, silence_workers
 
 
@@ -242,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as exc:
         print(f"trailers {args.stage}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk met outside the atomic writes (which name the file)
+        if not is_disk_full(exc):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"trailers {args.stage}: {where}{NO_SPACE}; free space and rerun", file=sys.stderr)
+        return StageError.exit_code
     except KeyboardInterrupt:
         print(
             f"trailers {args.stage}: interrupted; every output is whole or absent, rerun to finish",

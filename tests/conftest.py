@@ -22,8 +22,10 @@ from dask_cluster import dask_cluster
 from filelock import FileLock
 from helpers import (
     REPRO_LOG,
+    SmallDisk,
     dvc,
     path_overrides,
+    small_disk,
     smoke_config,
     smoke_project,
     trailers,
@@ -126,6 +128,18 @@ def trained_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / REPRO_LOG).write_text(reproduced.stdout + reproduced.stderr)
 
     return built_once(tmp_path_factory, "trained", build)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A real 4 MiB filesystem (:class:`helpers.SmallDisk`) to fill, for the full-disk tests;
+    they are skipped where the machine allows no mount namespace (``unshare --user --mount``)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    with small_disk(mount_point, "4m") as mounted:
+        if mounted is None:
+            pytest.skip("no small filesystem: `unshare --user --mount` is not allowed here")
+        yield mounted
 
 
 @pytest.fixture(scope="session")

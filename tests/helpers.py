@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.config import Config, load_config
@@ -110,3 +112,63 @@ def smoke_project(folder: Path) -> Path:
     shutil.copy(SMOKE_CONFIG, folder / "configs" / "pipeline.yaml")
     dvc(folder, "init", "--no-scm", "-q")
     return folder
+
+
+class SmallDisk:
+    """A real filesystem of its own, a few MiB (a tmpfs), and ways to fill it and free it.
+
+    It is mounted in a mount namespace of its own (``unshare --user --mount``, no root needed
+    where user namespaces are allowed), by a process that holds it until the test ends; this
+    process and every child reach it through that process's root, ``/proc/<pid>/root``.
+    """
+
+    FILLER = "filler"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.path)
+        return stats.f_bavail * stats.f_frsize
+
+    def fill(self, leave: int) -> None:
+        """Fill the disk until about ``leave`` bytes are free (tmpfs counts whole pages)."""
+        with (self.path / self.FILLER).open("ab") as handle:
+            handle.write(b"\0" * max(self.free_bytes - leave, 0))
+
+    def free(self) -> None:
+        (self.path / self.FILLER).unlink()
+
+    def leftovers(self) -> list[Path]:
+        """Temporary files of atomic writes (``pipeline.core.io``) left on the disk."""
+        return sorted(self.path.rglob(".*.tmp*"))
+
+
+@contextlib.contextmanager
+def small_disk(mount_point: Path, size: str) -> Iterator[SmallDisk | None]:
+    """A :class:`SmallDisk` of ``size`` (tmpfs's ``size=``, e.g. ``4m``) at ``mount_point``
+    (an empty folder), or None where this machine allows no mount namespace."""
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size={size} tmpfs "$1" && echo mounted && read _',
+            "sh",
+            str(mount_point),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        mounted = holder.stdout.readline().strip() == "mounted"
+        yield SmallDisk(Path(f"/proc/{holder.pid}/root{mount_point}")) if mounted else None
+    finally:
+        holder.stdin.close()  # its `read` returns: the process ends, the filesystem goes
+        holder.wait(timeout=10)

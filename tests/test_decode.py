@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import trailers, trailers_command
+from helpers import SmallDisk, path_overrides, trailers, trailers_command
 from media import (
     cut_short,
     ffmpeg,
@@ -362,6 +363,10 @@ def test_a_stalled_decoder_is_killed_and_named(tmp_path):
 # -- reruns --------------------------------------------------------------------------------------
 
 
+FREE_FOR_A_FEW_SHARDS = 96 * 1024
+"""Room for a few 24 KiB shards (8 frames of 3x32x32, the smoke settings) of the 4 MiB disk."""
+
+
 def small_corpus(root: Path, count: int = 4) -> None:
     videos = {f"{i:03d}": write_video(root / f"v{i}.mp4", 30 + 7 * i) for i in range(count)}
     make_corpus(
@@ -556,3 +561,38 @@ def test_an_unknown_runner_is_one_line(tmp_path):
     result = decode(tmp_path, "beam.runner=NoSuchRunner", check=False)
     assert result.returncode == 1
     assert "beam.runner 'NoSuchRunner': Unexpected pipeline runner" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_decode_in_one_line_and_the_rerun_finishes(
+    disk: SmallDisk, tmp_path: Path
+):
+    """On a real full filesystem: one line naming a shard and the space, no half-written file;
+    freed, the rerun decodes the rest and every shard is whole (its bytes hash as listed)."""
+    small_corpus(disk.path)
+    disk.fill(leave=FREE_FOR_A_FEW_SHARDS)
+    # Absolute paths: a working directory inside /proc/<pid>/root reads back as the path in
+    # the disk's own namespace, which is another folder here.
+    result = trailers("decode", *path_overrides(disk.path), "beam.num_workers=1", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    shards = disk.path / "data" / "shards"
+    assert re.fullmatch(
+        rf"trailers decode: {re.escape(str(shards))}/\w+/trailer_\d+-\d+\.(labels\.)?npy: no space "
+        r"left on device \(needs [\d.]+ \w+, [\d.]+ \w+ free\); free space and rerun"
+        r"( \(\d+ more parts found the disk full\))?",
+        last,
+    ), last
+    assert disk.leftovers() == []
+    assert not (shards / "manifest.jsonl").exists()
+
+    disk.free()
+    rerun = trailers("decode", *path_overrides(disk.path), "beam.num_workers=1", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rows = read_manifest(shards / "manifest.jsonl")
+    assert {row.trailer_id for row in rows} == {"000", "001", "002", "003"}
+    for row in rows:
+        for name, digest in ((row.shard, row.sha256), (row.labels, row.labels_sha256)):
+            assert hashlib.sha256((shards / name).read_bytes()).hexdigest() == digest
+    assert disk.leftovers() == []

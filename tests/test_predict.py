@@ -7,17 +7,19 @@ import csv
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import smoke_config, trailers_command
+from helpers import SmallDisk, smoke_config, trailers_command
 from media import FFMPEG_LINE, bigbuckbunny, cut_short, write_video
 
 from pipeline import GENRES
 from pipeline.core import model_card
+from pipeline.core.io import DiskFull
 from pipeline.core.timeline import SegmentRule, config_rules, rules_to_dict
 from pipeline.core.video import sample_times, sample_video
 from pipeline.model import stacked_outputs
@@ -30,6 +32,11 @@ from pipeline.predict.stream import StreamingModel, prefetched
 # Every test needs the trained smoke models: the first one here may build the shared
 # trained_corpus (synth, decode, validate, two trainings), past 300 s on a loaded 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("predict")]
+
+
+ROOM_FOR_THE_CSV = 8 * 1024
+"""What the full-disk test leaves free: a smoke trailer's timeline CSV fits (two tmpfs pages),
+its viewer page and picture do not."""
 
 
 def predict(root: Path, *args: str, out: Path, html: bool = False) -> subprocess.CompletedProcess:
@@ -222,3 +229,38 @@ def test_an_unknown_model_uri_is_one_line(trained_corpus: Path, tmp_path: Path) 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("trailers predict: runs:/0123")
     assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_stops_at_the_file_that_does_not_fit_and_the_rerun_writes_all(
+    predicted, trained_corpus: Path, disk: SmallDisk
+) -> None:
+    """On a real full filesystem, room for the CSV and little more: one line naming the file
+    that did not fit and the space; what was written is whole; freed, the rerun writes all
+    four, the timeline as ``trailers predict`` wrote it."""
+    out, videos, _ = predicted
+    video, name = videos[2], videos[2].stem  # a smoke trailer
+    loaded = load(str(trained_corpus / "models" / "classifier"), smoke_config(trained_corpus))
+    streaming = StreamingModel(loaded.network)
+    config, target = smoke_config(trained_corpus), disk.path / "out"
+    disk.fill(leave=ROOM_FOR_THE_CSV)
+    with pytest.raises(DiskFull) as failed:
+        predict_video(video, name, loaded, streaming, config, target, html=True)
+    assert re.fullmatch(
+        rf"{re.escape(str(target / name))}\.(json|png|html): no space left on device "
+        r"\((needs over [\d.]+ \w+, )?[\d.]+ \w+ free\); free space and rerun",
+        str(failed.value),
+    ), failed.value
+    assert disk.leftovers() == []
+    written = {path.name: path.read_bytes() for path in target.iterdir()}
+    assert written[f"{name}.timeline.csv"] == (out / f"{name}.timeline.csv").read_bytes()
+    if f"{name}.json" in written:
+        json.loads(written[f"{name}.json"])
+
+    disk.free()
+    predict_video(video, name, loaded, streaming, config, target, html=True)
+    assert sorted(path.name for path in target.iterdir()) == sorted(
+        f"{name}{suffix}" for suffix in (".html", ".json", ".png", ".timeline.csv")
+    )
+    for suffix in (".timeline.csv", ".json"):
+        assert (target / f"{name}{suffix}").read_bytes() == (out / f"{name}{suffix}").read_bytes()
+    assert disk.leftovers() == []

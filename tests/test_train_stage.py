@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,14 +17,23 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import SMOKE_CONFIG, TRAINED_EPOCHS, copy_corpus, path_overrides, trailers_command
+from helpers import (
+    SMOKE_CONFIG,
+    TRAINED_EPOCHS,
+    SmallDisk,
+    copy_corpus,
+    path_overrides,
+    smoke_config,
+    trailers_command,
+)
 from mlflow import MlflowClient
 
 from pipeline import GENRES
 from pipeline.core import model_card
 from pipeline.core.config import load_config
+from pipeline.core.io import DiskFull
 from pipeline.core.manifest import ShardRow, read_manifest
-from pipeline.core.model_card import DecodeSettings
+from pipeline.core.model_card import DecodeSettings, ModelCard
 from pipeline.train import run as train_run
 from pipeline.train.callbacks import WholeBackup, training_callbacks
 
@@ -235,8 +246,8 @@ def test_a_backup_killed_while_written_resumes_from_the_last_whole_one(tmp_path:
         np.array(v) for v in model.optimizer.variables
     ]
     model.fit(np.ones((4, 2)), np.zeros((4, 3)), verbose=0)
-    model.save_weights(tmp_path / "epoch-2.weights.h5")
-    (tmp_path / "partial-epoch-3.weights.h5").write_bytes(b"\x89HDF\r\n half")
+    model.save(tmp_path / "epoch-2.keras")
+    (tmp_path / ".epoch-3.keras.x1y2z3.tmp.keras").write_bytes(b"PK\x03\x04 half")
     assert WholeBackup.epoch(tmp_path) == 1
 
     resumed = WholeBackup(tmp_path)
@@ -245,3 +256,102 @@ def test_a_backup_killed_while_written_resumes_from_the_last_whole_one(tmp_path:
     now = [np.array(v) for v in model.variables] + [np.array(v) for v in model.optimizer.variables]
     assert all(np.array_equal(a, b) for a, b in zip(whole, now, strict=True))
     assert model._initial_epoch == 1
+
+
+LEFT_FREE = 64 * 1024
+"""What the full-disk tests leave free: less than any of their files takes."""
+
+
+def one_line(failed: pytest.ExceptionInfo[DiskFull], path: Path) -> None:
+    """The full disk's message: one line, naming ``path`` and the space."""
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: no space left on device (needs over ")
+    assert message.endswith(" free); free space and rerun")
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_backup_and_the_model_whole(disk: SmallDisk, capfd):
+    """A checkpoint and the model, each written as training writes them."""
+    model = keras.Sequential(
+        [keras.Input((100,)), keras.layers.Dense(1000), keras.layers.Dropout(0.5)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 100)), np.ones((4, 1000)), verbose=0)
+    backup = WholeBackup(disk.path / "backup")
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    card = ModelCard(
+        model="baseline",
+        cell=None,
+        genres=GENRES,
+        frame_shape=(3, 32, 32),
+        decode=DecodeSettings(fps=8.0, height=32, width=32, aspect="letterbox"),
+        mlflow_run_id=None,
+    )
+    folder = disk.path / "models" / "baseline"
+    disk.fill(leave=LEFT_FREE)
+
+    with pytest.raises(DiskFull) as failed:
+        backup.on_epoch_end(1)
+    one_line(failed, disk.path / "backup" / "epoch-2.keras")
+    assert WholeBackup.epoch(disk.path / "backup") == 1  # the last whole backup stays
+    with pytest.raises(DiskFull) as failed:
+        model_card.write(folder, card, model.save)
+    one_line(failed, folder / "model.keras")
+    assert not (folder / "model.json").exists()  # no card without its network
+    assert disk.leftovers() == []
+    assert "Traceback" not in capfd.readouterr().err  # h5py's, as its files are freed
+
+    disk.free()
+    backup.on_epoch_end(1)
+    model_card.write(folder, card, model.save)
+    assert WholeBackup.epoch(disk.path / "backup") == 2
+    assert model_card.read(folder).card == card
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_model_write_and_the_rerun_only_writes_it(
+    validated_corpus: Path,
+    disk: SmallDisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The disk fills as training ends, before the model is written (the checkpoints' full
+    disk: the test above): the stage stops naming the model's file; freed, the rerun resumes
+    after the epoch (nothing to train) and writes the model, in the same MLflow run."""
+    shutil.copytree(validated_corpus / "outputs" / "validate", disk.path / "outputs" / "validate")
+    config = smoke_config(
+        disk.path,
+        f"paths.data_dir={validated_corpus / 'data'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "train.epochs=1",
+    )
+    export = train_run.export_model
+
+    def fill_then_export(*args: object) -> None:
+        disk.fill(leave=LEFT_FREE)
+        export(*args)
+
+    monkeypatch.setattr(train_run, "export_model", fill_then_export)
+    with pytest.raises(DiskFull) as failed:
+        train_run.run(config, model="baseline")
+    folder = config.paths.model("baseline")
+    one_line(failed, folder / "model.keras")
+    assert not (folder / "model.json").exists()
+    assert disk.leftovers() == []
+    assert train_run.resumed_epoch(config.paths.train_outputs("baseline")) == 1
+
+    monkeypatch.undo()
+    disk.free()
+    caplog.set_level(logging.INFO, logger="pipeline")
+    train_run.run(config, model="baseline")
+    assert "epoch 1/1" not in caplog.text  # resumed after the epoch: nothing left to train
+    assert [int(row["epoch"]) for row in history(disk.path, "baseline")] == [0]
+    assert model_card.read(folder).card.model == "baseline"
+    assert disk.leftovers() == []
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (only,) = client.search_runs([client.get_experiment_by_name("trailer-genres").experiment_id])
+    assert only.info.status == "FINISHED"
+    assert model_card.read(folder).card.mlflow_run_id == only.info.run_id

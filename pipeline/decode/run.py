@@ -27,7 +27,7 @@ from pipeline.core import manifest
 from pipeline.core.annotations import Problem
 from pipeline.core.config import Config, DecodeConfig
 from pipeline.core.errors import StageError
-from pipeline.core.io import read_json, remove_leftovers, write_json
+from pipeline.core.io import NO_SPACE, DiskFull, read_json, remove_leftovers, write_json
 from pipeline.core.video import cut_short_message
 from pipeline.decode import worker
 from pipeline.decode.plan import decode_params, find_trailers, plan_jobs
@@ -68,7 +68,10 @@ class DecodeParts(beam.DoFn):
         try:
             self.sandbox.call(f"{DECODER}:decode_part", {"job": job})
         except (CallFailed, SandboxError) as exc:
-            write_json(Path(self.cwd) / job.failure_note, {"error": str(exc)})
+            try:
+                write_json(Path(self.cwd) / job.failure_note, {"error": str(exc)})
+            except DiskFull as full:  # no room for the note either: the stage is told below
+                log.warning("%s (%s)", full, exc)
 
     def teardown(self) -> None:
         if self.sandbox is not None:
@@ -163,6 +166,7 @@ def run(config: Config) -> None:
     )
     if jobs:
         run_beam(jobs, config)
+        stop_if_disk_full(jobs)
     decoded_frames = sum(
         row.frames
         for job in jobs
@@ -229,6 +233,20 @@ def run(config: Config) -> None:
             f"{len(failed)} of {videos} videos failed (decode.max_failed_fraction is "
             f"{decode.max_failed_fraction:g}); reasons in {paths.decode_report}"
         )
+
+
+def stop_if_disk_full(jobs: list[Job]) -> None:
+    """DiskFull, in the first full part's words, if any part found the disk full: no trailer
+    is to blame. Its shards were written whole or not at all; the parts that finished keep
+    theirs, so the rerun once space is freed decodes only the rest."""
+    full = [
+        note["error"]
+        for job in jobs
+        if (note := read_json(job.failure_note)) and NO_SPACE in note["error"]
+    ]
+    if full:
+        more = f" ({len(full) - 1} more parts found the disk full)" if len(full) > 1 else ""
+        raise DiskFull(full[0] + more)
 
 
 def collect(

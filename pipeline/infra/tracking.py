@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from pipeline import GENRES
 from pipeline.core.config import PROJECT_ROOT, Config, TrackingConfig, tracking_uri
 from pipeline.core.errors import StageError
-from pipeline.core.io import atomic_open, read_json, write_json
+from pipeline.core.io import (
+    DiskFull,
+    atomic_open,
+    atomic_path,
+    naming_disk_full,
+    read_json,
+    write_json,
+)
 from pipeline.core.manifest import ShardRow
 
 log = logging.getLogger(__name__)
@@ -503,17 +510,23 @@ class RunOutbox:
         """Record ``kind`` (a key of :data:`_SENDERS`) with the time now, and wake the sender."""
         record = {"kind": kind, "time_ms": int(time.time() * 1000), **fields}
         line = json.dumps(record) + "\n"
-        with self._lock:
-            with (self.folder / _RECORDS).open("a") as handle:
-                handle.write(line)
+        path = self.folder / _RECORDS
+        with self._lock, naming_disk_full(path):
+            whole = path.stat().st_size if path.is_file() else 0
+            try:
+                with path.open("a") as handle:
+                    handle.write(line)
+            except OSError:
+                os.truncate(path, whole)  # a full disk: no half line for the next to follow
+                raise
             self._records.append(record)
         self._wake.set()
 
     def keep(self, path: Path, name: str) -> str:
         """Copy ``path`` into the outbox (the original may change before it is sent)."""
         target = self.folder / "files" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+        with atomic_path(target) as tmp:
+            shutil.copy2(path, tmp)
         return str(target)
 
     def next_step(self, prefix: str) -> int:
@@ -575,8 +588,11 @@ class RunOutbox:
                 )  # fmt: skip
             with self._lock:
                 self._sent += 1
-                with atomic_open(self.sent_file) as handle:
-                    handle.write(str(self._sent))
+                try:
+                    with atomic_open(self.sent_file) as handle:
+                        handle.write(str(self._sent))
+                except DiskFull as full:  # the next record's count says it; training is told
+                    log.debug("%s", full)
         if self._away:
             log.info("MLflow tracking server %s answers again: records it missed sent", self.uri)
             self._away = None
@@ -676,11 +692,15 @@ class _SystemSampler(SystemMetricsMonitor):
             if self._shutdown_event.wait(self.sampling_interval):
                 return
             metrics = self.aggregate_metrics()
-            self._outbox.add(
-                "metrics",
-                metrics={f"{self._metrics_prefix}{k}": v for k, v in metrics.items()},
-                step=self._logging_step,
-            )
+            try:
+                self._outbox.add(
+                    "metrics",
+                    metrics={f"{self._metrics_prefix}{k}": v for k, v in metrics.items()},
+                    step=self._logging_step,
+                )
+            except DiskFull as exc:  # the training thread meets it too and stops the stage
+                log.warning("system metrics stopped: %s", exc)
+                return
             self._logging_step += 1
             for monitor in self.monitors:
                 monitor.clear_metrics()
@@ -765,7 +785,8 @@ def training_run(
         status = "FINISHED"
     finally:
         sampler.finish()
-        outbox.add("end", status=status)
+        with suppress(DiskFull) if status == "FAILED" else nullcontext():
+            outbox.add("end", status=status)  # failed: the error that stops the stage is told
         record.complete = outbox.close(settings.flush_timeout_s)
         if record.complete:
             shutil.rmtree(outbox.folder)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from pipeline import GENRES
 from pipeline.core.config import TrainConfig
-from pipeline.core.io import atomic_open, read_json, write_json
+from pipeline.core.io import atomic_open, atomic_path, naming_disk_full, read_json, write_json
 from pipeline.train.devices import ClusterTask
 
 MONITOR = "val_macro_auc_pr"
@@ -98,6 +97,41 @@ class EpochMetricsLogger(keras.callbacks.Callback):
             self.log_metrics(metrics, epoch)
 
 
+CHECKPOINT_SUFFIX = ".keras"
+"""Checkpoints are ``.keras`` files (the weights and the optimizer's state; ``load_weights``
+reads them), not ``.weights.h5``: a ``.weights.h5`` write that fills the disk leaves HDF5 an
+open dataset it cannot close, and the process segfaults at exit (HDF5 1.14 under h5py 3.16,
+seen on a full tmpfs); a ``.keras`` file is a zip Python writes, whose full disk is a plain
+``OSError``."""
+
+
+def save_checkpoint(model: keras.Model, path: Path) -> None:
+    """The model's weights and optimizer state at ``path`` (a ``.keras`` name), whole or not at
+    all; :class:`pipeline.core.io.DiskFull` when the disk fills."""
+    with atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp, overwrite=True)
+
+
+class BestWeights(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` of the best weights through :func:`save_checkpoint`: a full disk or
+    a kill never leaves a half-written file for the end of ``fit`` to load."""
+
+    def _save_model(self, epoch: int, batch: int | None, logs: dict | None) -> None:
+        filepath = self._get_file_path(epoch, batch, logs)
+        if self._should_save_model(epoch, batch, logs or {}, filepath):
+            save_checkpoint(self.model, Path(filepath))
+
+
+class HistoryCsv(keras.callbacks.CSVLogger):
+    """``CSVLogger`` (a row per epoch, appended) whose full disk names the file. A row cut
+    short goes when the run resumes: :func:`pipeline.train.run.prepare` keeps the rows of the
+    epochs its backup holds."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        with naming_disk_full(self.filename):
+            super().on_epoch_end(epoch, logs)
+
+
 class WholeBackup(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` whose backup is always whole, wherever a ``kill -9`` lands.
 
@@ -105,7 +139,8 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
     rerun resumes an epoch early with the later weights; killed while writing the epoch, it
     cannot read it. Here each epoch's weights get a file of their own, written under a
     temporary name and renamed; the metadata, renamed into place the same way, names them
-    and is the commit; older weights go after it.
+    and is the commit; older weights go after it. A full disk stops training with
+    :class:`pipeline.core.io.DiskFull` and leaves the last whole backup to resume from.
     """
 
     _METADATA = "training_metadata.json"
@@ -126,10 +161,8 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
         folder = Path(self.backup_dir)
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"epoch-{self._current_epoch}"
-        weights, seeds = f"{stem}.weights.h5", f"{stem}.seeds.npy"
-        partial = folder / f"partial-{weights}"  # Keras wants the .weights.h5 ending
-        self.model.save_weights(partial, overwrite=True)
-        os.replace(partial, folder / weights)
+        weights, seeds = f"{stem}{CHECKPOINT_SUFFIX}", f"{stem}.seeds.npy"
+        save_checkpoint(self.model, folder / weights)
         with atomic_open(folder / seeds, "wb") as handle:
             np.save(handle, np.stack([np.asarray(v) for v in self._seed_states()]))
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "stem": stem}
@@ -145,7 +178,7 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(folder / f"{metadata['stem']}.weights.h5")
+        self.model.load_weights(folder / f"{metadata['stem']}{CHECKPOINT_SUFFIX}")
         seeds = np.load(folder / f"{metadata['stem']}.seeds.npy")
         for variable, value in zip(self._seed_states(), seeds, strict=True):
             variable.assign(value)
@@ -179,24 +212,25 @@ def training_callbacks(
     callbacks = [
         MacroAucPr(),
         EpochProgress(train.epochs, monitor),
-        keras.callbacks.ModelCheckpoint(
-            out / "checkpoints" / "best.weights.h5",
+        BestWeights(
+            out / "checkpoints" / f"best{CHECKPOINT_SUFFIX}",
             monitor=monitor,
             mode="max",
             save_best_only=True,
-            save_weights_only=True,
             initial_value_threshold=best,
         ),
     ]
     if task is None or task.is_chief:
         callbacks += [
-            keras.callbacks.CSVLogger(out / "history.csv", append=resuming),
+            HistoryCsv(out / "history.csv", append=resuming),
         ]
         if log_metrics is not None:
             callbacks.append(EpochMetricsLogger(log_metrics))
     if task is None:
         backup = out / "checkpoints" / "backup"
-        callbacks.append(WholeBackup(backup))
+        # Kept after fit: a failure before the model is written (a full disk) resumes with
+        # nothing left to train; the stage removes the checkpoints once everything is written.
+        callbacks.append(WholeBackup(backup, delete_checkpoint=False))
     if train.early_stopping_patience:
         callbacks.insert(
             1,

@@ -10,8 +10,9 @@ or by ``trailers train --sync`` (:mod:`pipeline.infra.tracking`). Exit 75: the o
 written, the MLflow run is not complete yet.
 
 A killed run resumes from its last finished epoch, in the same MLflow run:
-``outputs/train/<model>/checkpoints/`` holds it while the model trains and is removed when
-training ends.
+``outputs/train/<model>/checkpoints/`` holds it while the model trains and is removed once the
+model and its records are written. A full disk stops the stage with one line naming the file;
+the rerun resumes (a failed model write: with nothing left to train).
 
 With ``train.strategy: multi_worker`` each worker is a process of the ``TF_CONFIG`` cluster and
 reads its own shard of every batch; only the chief writes the outputs above and records the
