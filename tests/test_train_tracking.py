@@ -129,8 +129,10 @@ def logged(
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name(SMOKE.tracking.experiment)
-    (run,) = client.search_runs([experiment.experiment_id])
-    (model,) = client.search_logged_models([experiment.experiment_id])
+    # The experiment also holds the other fixtures' runs: this one is the classifier's.
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'classifier'")
+    source = f"source_run_id = '{run.info.run_id}'"
+    (model,) = client.search_logged_models([experiment.experiment_id], filter_string=source)
     clip = np.random.default_rng(1).integers(0, 256, (1, 5, *FRAME), dtype=np.uint8)
     trained = keras.saving.load_model(root / "models" / "classifier" / "model.keras")
     expected = trained(clip, training=False)
@@ -343,12 +345,18 @@ def test_local_store_keeps_artifacts_beside_the_database(
     assert not (elsewhere / "mlruns").exists()
 
 
-@pytest.fixture
-def gate(server: str) -> Iterator[TcpGate]:
-    """The module's server behind a gate a test shuts (the server goes away) and opens again."""
+def open_gate(server: str) -> TcpGate:
+    """The module's server behind a gate, open: shut it and the server goes away."""
     host, port = server.removeprefix("http://").split(":")
     gate = TcpGate((host, int(port)))
     gate.open()
+    return gate
+
+
+@pytest.fixture
+def gate(server: str) -> Iterator[TcpGate]:
+    """The module's server behind a gate a test shuts (the server goes away) and opens again."""
+    gate = open_gate(server)
     yield gate
     gate.shut()
 
@@ -409,33 +417,55 @@ def test_a_record_half_written_by_a_killed_process_is_dropped(tmp_path: Path) ->
     assert tracking.RunOutbox.open(tmp_path).pending == 2 and reopened.ended
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_a_server_gone_for_good_neither_stalls_nor_changes_training_and_sync_completes_it(
-    gate: TcpGate, server: str, trained_corpus: Path, validated_corpus: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def gone_for_good(
+    server: str, validated_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     """``trailers train`` of the baseline as the session's trained corpus was (same seed and
-    epochs, tracked in SQLite), the gate shut after its first epoch and never opened again."""
-    root = copy_corpus(validated_corpus, tmp_path)
+    epochs, tracked in SQLite), the server behind a gate shut after its first epoch and never
+    opened again; then, the gate open, ``trailers train --sync``. What each printed (its run
+    then also serves the evaluation's tests)."""
+    root = copy_corpus(validated_corpus, tmp_path_factory.mktemp("gone"))
+    gate = open_gate(server)
+    overrides = [*path_overrides(root), f"tracking.tracking_uri={gate.url}"]
     command = trailers_command(
-        "train",
-        "--model=baseline",
-        *path_overrides(root),
-        f"tracking.tracking_uri={gate.url}",
-        f"train.epochs={TRAINED_EPOCHS}",
+        "train", "--model=baseline", *overrides, f"train.epochs={TRAINED_EPOCHS}"
     )
     out = root / "outputs" / "train" / "baseline"
     started = time.monotonic()
     process = subprocess.Popen(
         command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    wait_for(lambda: (out / "history.csv").is_file() or process.poll() is not None, 300)
-    gate.shut()
-    stderr = process.communicate(timeout=300)[1]
-    wall_s = time.monotonic() - started
-    assert process.returncode == 75, stderr[-3000:]
+    try:
+        wait_for(lambda: (out / "history.csv").is_file() or process.poll() is not None, 300)
+        gate.shut()
+        stderr = process.communicate(timeout=300)[1]
+        wall_s = time.monotonic() - started
+        gate.open()
+        synced = trailers("train", "--model=baseline", "--sync", *overrides, cwd=root)
+    finally:
+        process.kill()
+        gate.shut()
+    return {
+        "root": root,
+        "url": gate.url,
+        "returncode": process.returncode,
+        "stderr": stderr,
+        "wall_s": wall_s,
+        "synced": synced,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_server_gone_for_good_neither_stalls_nor_changes_training_and_sync_completes_it(
+    gone_for_good: dict, server: str, trained_corpus: Path
+) -> None:
+    root, stderr, url = gone_for_good["root"], gone_for_good["stderr"], gone_for_good["url"]
+    out = root / "outputs" / "train" / "baseline"
+    assert gone_for_good["returncode"] == 75, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
-    assert "trailers train --model baseline --sync" in last and gate.url in last
+    assert "trailers train --model baseline --sync" in last and url in last
     assert stderr.count("stopped answering") == 1 and "Retrying" not in stderr
 
     # The outputs are the undisturbed run's.
@@ -449,15 +479,7 @@ def test_a_server_gone_for_good_neither_stalls_nor_changes_training_and_sync_com
     )
 
     # Back: the sync makes the run whole.
-    gate.open()
-    synced = trailers(
-        "train",
-        "--model=baseline",
-        "--sync",
-        *path_overrides(root),
-        f"tracking.tracking_uri={gate.url}",
-        cwd=root,
-    )
+    synced = gone_for_good["synced"]
     assert synced.returncode == 0, synced.stderr[-3000:]
     assert "complete" in synced.stderr.strip().splitlines()[-1]
     assert not list((out / tracking.OUTBOX).iterdir())
@@ -497,7 +519,8 @@ def test_a_server_gone_for_good_neither_stalls_nor_changes_training_and_sync_com
 
     took, reference_s = after_first_epoch(client, run), after_first_epoch(undisturbed, reference)
     print(
-        f"after epoch 1: {took:.1f} s with the server gone (process {wall_s:.1f} s in all), "
+        f"after epoch 1: {took:.1f} s with the server gone "
+        f"(process {gone_for_good['wall_s']:.1f} s in all), "
         f"{reference_s:.1f} s undisturbed"
     )
     assert took <= 1.2 * reference_s + SLACK_S
@@ -563,26 +586,22 @@ def test_git_dirty_means_the_code_changed_not_the_pipeline_outputs(tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def evaluated(
-    server: str, logged: dict, validated_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+    server: str,
+    logged: dict,
+    gone_for_good: dict,
+    validated_corpus: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict]:
-    """``trailers evaluate`` of the classifier :func:`logged` trained against the server and a
-    baseline trained against it too (one epoch), the server cut off (a gate) as soon as the
-    evaluation runs exist; then, the gate open again, ``trailers evaluate --sync`` (in this
+    """``trailers evaluate`` of the classifier :func:`logged` and the baseline
+    :func:`gone_for_good` trained against the server, the server cut off (a gate) as soon as
+    the evaluation runs exist; then, the gate open again, ``trailers evaluate --sync`` (in this
     process). What the server held before and after the sync."""
     root = copy_corpus(validated_corpus, tmp_path_factory.mktemp("evaluate"))
-    shutil.copytree(logged["root"] / "models" / "classifier", root / "models" / "classifier")
-    trained = trailers(
-        "train",
-        "--model=baseline",
-        *path_overrides(root),
-        f"tracking.tracking_uri={server}",
-        "train.epochs=1",
-        cwd=root,
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    host, port = server.removeprefix("http://").split(":")
-    gate = TcpGate((host, int(port)))
-    gate.open()
+    for model, trained in (("classifier", logged["root"]), ("baseline", gone_for_good["root"])):
+        shutil.copytree(trained / "models" / model, root / "models" / model)
+    assert gone_for_good["synced"].returncode == 0  # its run is on the server
+    started = time.monotonic()
+    gate = open_gate(server)
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name(SMOKE.tracking.experiment).experiment_id
 
@@ -602,11 +621,15 @@ def evaluated(
         wait_for(lambda: len(evaluations()) == 2 or process.poll() is not None, 300)
         gate.shut()
         stderr = process.communicate(timeout=300)[1]
+        took = {"evaluate": time.monotonic() - started}
         before, alias_before = evaluations(), alias(client)
         gate.open()
         from pipeline.evaluate.run import run as evaluate  # imports TensorFlow
 
+        synced = time.monotonic()
         evaluate(load_config(SMOKE_CONFIG, overrides), sync=True)
+        took["sync"] = time.monotonic() - synced
+        print(", ".join(f"{part} {seconds:.1f} s" for part, seconds in took.items()))
     finally:
         process.kill()
         gate.shut()

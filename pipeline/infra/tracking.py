@@ -137,8 +137,10 @@ def _use_experiment(name: str, uri: str) -> str:
 
 
 EXPERIMENT_KIND = "mlflow.experimentKind"
-"""The experiment tag MLflow 3's UI reads to choose an experiment's first page; without it the
-UI guesses, and opens an experiment with no traces on the GenAI overview, not the runs."""
+"""The experiment tag that says what kind of work it holds: MLflow 3's UI writes it from its kind
+selector, and its bundle picks an experiment's first page by it only with its workflow switch
+off; 3.17.2 ships the switch on and reads the workflow type instead (:data:`RUNS_WORKFLOW`),
+so the tag alone does not keep the experiment off the GenAI overview."""
 
 MODEL_KIND = "custom_model_development"
 """The kind whose page is the runs table (the UI's "Machine learning")."""
