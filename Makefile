@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock browser test test-fast lint docs docs-build run run-weak exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast screenshots lint docs docs-build run run-weak exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ test: $(STAMP) browser ## Run the test suite (smoke config; minutes on 2 cores, 
 
 test-fast: $(STAMP) browser ## Run the tests not marked slow (about a minute), for development
 	$(PYTEST) -m "not slow"
+
+screenshots: $(STAMP) browser ## Retake docs/images/mlflow-experiment.png: the MLflow UI test, its page saved (minutes)
+	TRAILERS_SCREENSHOTS=1 $(BIN)/python -m pytest -n 0 -p no:randomly \
+		tests/test_train_tracking.py -k test_the_ui_opens_the_experiment_on_its_training_runs
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check pipeline tests benchmarks docs
@@ -110,7 +114,10 @@ evaluate: $(STAMP) ## Score both models per genre on the test split (metrics/eva
 	$(TRAILERS) evaluate --config $(CONFIG)
 
 ui: $(STAMP) ## Browse the MLflow runs: the UI on the project's store at 127.0.0.1 (port MLFLOW_PORT=5000)
-	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)  (store $(MLFLOW_STORE); Ctrl-C stops it)"
+	@TF_CPP_MIN_LOG_LEVEL=3 MLFLOW_LOGGING_LEVEL=WARNING MLFLOW_TRACKING_URI=$(MLFLOW_STORE) $(BIN)/python -c 'from pipeline.core.config import load_config; \
+		from pipeline.infra.tracking import experiment_page; \
+		print("MLflow UI:", experiment_page(load_config("$(CONFIG)"), "http://127.0.0.1:$(MLFLOW_PORT)"))'
+	@echo "(store $(MLFLOW_STORE); Ctrl-C stops it)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
 		--backend-store-uri $(MLFLOW_STORE) --artifacts-destination $(abspath mlruns) \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1

@@ -1,9 +1,9 @@
 """``trailers <stage>``: one subcommand per pipeline stage.
 
 Exit codes: 0 success, 1 the stage failed (bad data, failed videos), 2 bad usage or config,
-75 outputs written but the MLflow run lacks records (``trailers train --sync`` sends them),
-130 interrupted (Ctrl-C). Every stage module has ``run(config, **flags)``; the config is
-checked before the stage's module, and its heavy libraries, are imported.
+75 outputs written but the MLflow run lacks records (``trailers train|evaluate --sync`` sends
+them), 130 interrupted (Ctrl-C). Every stage module has ``run(config, **flags)``; the config
+is checked before the stage's module, and its heavy libraries, are imported.
 """
 
 from __future__ import annotations
@@ -117,6 +117,14 @@ STAGES: dict[str, Stage] = {
             f"{paths.evaluate_figures}/, {paths.evaluate_viewer}/, each model's segment rules "
             "(in its folder), an MLflow run per model"
         ),
+        flags={
+            "--sync": {
+                "action": "store_true",
+                "help": "evaluate nothing: send the MLflow records (and registry alias) earlier "
+                "evaluations could not (the tracking server was away), then exit 0 if their runs "
+                "are complete",
+            },
+        },
     ),
     "predict": Stage(
         "pipeline.predict.run",

@@ -143,6 +143,25 @@ def disk(tmp_path: Path) -> Iterator[SmallDisk]:
 
 
 @pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium, headless, driven by Playwright (the viewer's pages, the MLflow UI);
+    the tests that use it skip, saying so, where it is missing (``make browser`` installs it),
+    but not under CI."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        missing = "no chromium on PATH: `make browser` installs it (apt-get, as root)"
+        if os.environ.get("CI") == "true":  # CI must run the page, never skip it
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
 def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address of a Dask cluster of real processes on 127.0.0.1 for the session: ``dask
     scheduler`` and two ``dask worker --nworkers 1 --nthreads 1``, stopped at the end. Which

@@ -289,6 +289,7 @@ def test_each_model_has_a_linked_evaluation_run_and_the_classifier_an_alias(
         card = model_card.read(root / "models" / model).card
         run = runs[f"evaluate-{model}"]
         assert run.data.tags["training_run_id"] == card.mlflow_run_id
+        assert run.data.tags["mlflow.parentRunId"] == card.mlflow_run_id  # nested under it
         assert run.data.metrics["test_macro_average_precision"] == pytest.approx(
             metrics[f"{model}_macro_ap"]
         )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +25,6 @@ from pipeline.views.viewer import PALETTE, ViewerEntry, write_index, write_viewe
 
 pytestmark = pytest.mark.xdist_group("browser")
 """One chromium per run: the viewer tests run in one xdist worker."""
-
-CHROMIUM = shutil.which("chromium")
 
 FPS = 8.0
 DURATION_S = 4.0
@@ -86,21 +82,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
         **common,
     )
     return site
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if CHROMIUM is None:
-        missing = "no chromium on PATH: `make browser` installs it (apt-get, as root)"
-        if os.environ.get("CI") == "true":  # CI must run the page, never skip it
-            pytest.fail(missing)
-        pytest.skip(missing)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

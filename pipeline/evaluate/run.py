@@ -16,7 +16,10 @@ each trailer in one pass, and writes (paths from :class:`pipeline.core.config.Pa
 - ``outputs/evaluate/viewer/``: a viewer page per trailer (the classifier's timeline over its
   video) and ``index.html``, worst average precision first;
 
-and records an evaluation run per model in MLflow (:mod:`pipeline.infra.tracking`).
+and records an evaluation run per model in MLflow (:mod:`pipeline.infra.tracking`), nested under
+the model's training run. Evaluation never waits on the tracking server: as train's, the runs'
+records wait in ``outputs/evaluate/mlflow-outbox/`` while it is away, and ``trailers evaluate
+--sync`` sends them later (exit 75 until then).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+from mlflow.entities import LoggedModel
 from tqdm import tqdm
 
 from pipeline import GENRES
@@ -202,10 +207,15 @@ def model_figures(numbers: Mapping[str, Any], model: str, split: str) -> dict[st
     }
 
 
-def record(config: Config, cards: Mapping[str, ModelCard], report: Mapping) -> None:
-    """An evaluation run per model with its tuned segment rules (params and file); the
-    classifier's also holds the gain, and registers the model when ``evaluate.register_model``
-    says so."""
+def record(
+    config: Config,
+    runs: Mapping[str, tuple[tracking.RecordedRun, LoggedModel | None]],
+    report: Mapping,
+) -> None:
+    """Each model's evaluation run gets its metrics (against the training run's logged model
+    too), its tuned segment rules (params and file) and the outputs; the classifier's also the
+    gain, and the registry alias when ``evaluate.register_model`` says so. All through the runs'
+    outboxes: nothing here waits on the server."""
     paths, split = config.paths, config.evaluate.split
     artifacts = [
         paths.evaluate_report,
@@ -213,42 +223,63 @@ def record(config: Config, cards: Mapping[str, ModelCard], report: Mapping) -> N
         paths.evaluate_figures,
         paths.evaluate_viewer,
     ]
-    for model in MODELS:
-        training_run = cards[model].mlflow_run_id
-        with tracking.evaluation_run(config, model, training_run) as logged:
-            scores = report["models"][model]  # per genre, macro and motion-only; not "undefined"
-            named = {key: scores[key] for key in ("macro", "motion_only_average_precision")}
-            metrics = flat_metrics({**scores["genres"], **named}, split)
-            if model == MODELS[0]:
-                metrics |= flat_metrics(report["gain"], f"{split}_gain")
-            rules_file = model_card.rules_file(paths.model(model))
-            tracking.log_evaluation(
-                metrics, logged, [*artifacts, rules_file], rule_params(report["rules"][model])
-            )
-            if model == MODELS[0] and config.evaluate.register_model:
-                version = tracking.register(logged, training_run, config)
-                log.info(
-                    "the classifier is %s version %s, alias %s",
-                    config.evaluate.registered_model_name,
-                    version,
-                    config.evaluate.alias,
-                )
+    for model, (run, logged) in runs.items():
+        scores = report["models"][model]  # per genre, macro and motion-only; not "undefined"
+        named = {key: scores[key] for key in ("macro", "motion_only_average_precision")}
+        metrics = flat_metrics({**scores["genres"], **named}, split)
+        if model == MODELS[0]:
+            metrics |= flat_metrics(report["gain"], f"{split}_gain")
+        run.log_metrics(metrics, step=0, model_id=logged.model_id if logged else None)
+        run.log_params(rule_params(report["rules"][model]))
+        run.log_artifacts([*artifacts, model_card.rules_file(paths.model(model))], "evaluate")
+        if model == MODELS[0] and config.evaluate.register_model and logged is not None:
+            run.register(logged, config.evaluate.registered_model_name, config.evaluate.alias)
 
 
-def run(config: Config) -> None:
-    """Evaluate both trained models on ``evaluate.split`` and write and record the results."""
-    paths, split = config.paths, config.evaluate.split
+def run(config: Config, sync: bool = False) -> None:
+    """Evaluate both trained models on ``evaluate.split`` and write and record the results
+    (``sync``: only send what earlier evaluation runs could not)."""
+    paths = config.paths
+    outbox = paths.stage_outputs("evaluate") / tracking.OUTBOX
+    if sync:
+        lines = tracking.sync(outbox, config.tracking)
+        for line in lines or ["MLflow: nothing of evaluate's runs waits to be sent"]:
+            log.info("%s", line)
+        return
     tracking.require_reachable(tracking_uri(config.tracking))
     try:
         rows = read_manifest(paths.manifest)
     except (FileNotFoundError, ManifestError) as exc:
         raise StageError(f"{paths.manifest}: {exc} (run `trailers decode`)") from None
     loaded = {model: load_model(paths.model(model)) for model in MODELS}
-    chosen = [row for row in rows if row.split in ("val", split)]
+    chosen = [row for row in rows if row.split in ("val", config.evaluate.split)]
     for model, (_, card) in loaded.items():
         card.decode.check_rows(chosen, f"the {model} was trained on", "rerun train")
-    predictors = {model: frame_probabilities(network) for model, (network, _) in loaded.items()}
+    if config.evaluate.register_model:
+        tracking.registrable(config, loaded[MODELS[0]][1].mlflow_run_id)
+    with ExitStack() as stack:
+        runs = {
+            model: stack.enter_context(
+                tracking.evaluation_run(config, model, card.mlflow_run_id, outbox)
+            )
+            for model, (_, card) in loaded.items()
+        }
+        report = evaluate(config, rows, {model: net for model, (net, _) in loaded.items()})
+        record(config, runs, report)
+    if report["unreadable"]:
+        raise StageError(
+            f"{len(report['unreadable'])} trailers could not be read and are left out of "
+            f"the numbers (see {paths.evaluate_report})"
+        )
+    tracking.report_complete(
+        [run for run, _ in runs.values()], "outputs written", "trailers evaluate --sync"
+    )
 
+
+def evaluate(config: Config, rows: Sequence[ShardRow], networks: Mapping[str, keras.Model]) -> dict:
+    """Score, tune the segment rules on val, write every output; the report."""
+    paths, split = config.paths, config.evaluate.split
+    predictors = {model: frame_probabilities(network) for model, network in networks.items()}
     val, failed = score_split(rows, "val", predictors, paths.shards)
     trailers = val
     if split != "val":
@@ -314,9 +345,4 @@ def run(config: Config) -> None:
         numbers.get("classifier_segment_f1_untuned", "n/a"),
         numbers.get("classifier_segment_map", "n/a"),
     )
-    record(config, {model: card for model, (_, card) in loaded.items()}, report)
-    if failed:
-        raise StageError(
-            f"{len(failed)} trailers could not be read and are left out of "
-            f"the numbers (see {paths.evaluate_report})"
-        )
+    return report

@@ -1,20 +1,25 @@
 """MLflow for the stages that record runs (train, evaluate): one module, so a run is recorded one
 way. Where runs go is :func:`pipeline.core.config.tracking_uri`.
 
-- Every run: is the store reachable (:func:`require_reachable`), a run with the resolved config as
-  params and system metrics (:func:`start_run`), the code's git state, the data's version,
-  artifacts.
+- Every run: is the store reachable (:func:`require_reachable`), then a run (:func:`recorded_run`)
+  with the resolved config as params, system metrics, the code's git state (:func:`git_state`:
+  dirty means the code changed, not the pipeline's own outputs), the data's version, artifacts;
+  what it logs goes through an outbox on disk (:class:`RunOutbox`), so a stage never waits on
+  the server, and :func:`sync` sends what it missed. The experiment is tagged as a model
+  development one (:data:`EXPERIMENT_KIND`); MLflow 3.17's UI opens it on its runs at the
+  address :func:`runs_page` builds (``make ui`` prints it).
 - Training runs: tags naming the code, libraries and machine (:func:`run_tags`), the dataset as
   an input (:func:`log_dataset`), the model as a pyfunc (:func:`log_model`; the pyfunc itself is
   :mod:`pipeline.model.pyfunc`). MLflow 3 refuses the file store, so the local default is an
   SQLite store at an absolute path (``dvc exp run --temp`` works in a copy of the repo).
-- Evaluation runs: each model's evaluation is a run of its own, ``evaluate-<model>``, in the
-  training runs' experiment (not nested: a training run is finished, and an evaluation may be
-  rerun on other data or code), linked both ways MLflow offers: tagged ``training_run_id`` with
-  the run that trained the model (its model card), and its metrics logged against that run's
-  logged model, so the model's page lists them. With ``evaluate.register_model`` the
-  classifier's logged model becomes a version of ``evaluate.registered_model_name`` and gets
-  ``evaluate.alias`` (MLflow 3: aliases, not the deprecated stages).
+- Evaluation runs (:func:`evaluation_run`): each model's evaluation is a run of its own,
+  ``evaluate-<model>``, nested under the run that trained the model (``mlflow.parentRunId``, the
+  one link the UI's runs table draws: the evaluations sit under their training run; a tag alone
+  shows only as text), also tagged ``training_run_id``, and its metrics logged against that
+  run's logged model, so the model's page lists them. A model evaluated again gets another
+  child run. With ``evaluate.register_model`` the classifier's logged model becomes a version
+  of ``evaluate.registered_model_name`` and gets ``evaluate.alias`` (MLflow 3: aliases, not the
+  deprecated stages), through the outbox too.
 """
 
 from __future__ import annotations
@@ -40,7 +45,6 @@ from typing import Any
 import keras
 import mlflow
 import mlflow.data
-import mlflow.system_metrics
 import numpy as np
 import pandas as pd
 import requests
@@ -53,13 +57,14 @@ from mlflow.entities import (
     LoggedModel,
     Metric,
     Param,
+    Run,
     RunTag,
 )
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.types import Schema, TensorSpec
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 from pipeline import GENRES
 from pipeline.core.config import PROJECT_ROOT, Config, TrackingConfig, tracking_uri
@@ -125,25 +130,6 @@ def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return params
 
 
-@contextmanager
-def start_run(
-    config: Config, *, run_name: str, tags: Mapping[str, str]
-) -> Iterator[mlflow.ActiveRun]:
-    """A run in ``config.tracking.experiment`` with system metrics sampled every
-    ``system_metrics_interval_s`` and every resolved config value as a param.
-
-    Call :func:`require_reachable` first: MLflow's client retries an absent server for minutes.
-    """
-    uri = tracking_uri(config.tracking)
-    mlflow.set_tracking_uri(uri)
-    _use_experiment(config.tracking.experiment, uri)
-    with _sampling_interval(config.tracking.system_metrics_interval_s):
-        run = mlflow.start_run(run_name=run_name, tags=dict(tags), log_system_metrics=True)
-    with run:
-        mlflow.log_params(flatten_params(config.model_dump(mode="json", by_alias=True)))
-        yield run
-
-
 def _use_experiment(name: str, uri: str) -> str:
     """Make ``name`` the active experiment. A new one in an SQLite store keeps its artifacts in
     ``mlruns`` beside the database: MLflow's default is ``./mlruns`` of whichever directory
@@ -151,38 +137,88 @@ def _use_experiment(name: str, uri: str) -> str:
     if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
         store = Path(uri.removeprefix("sqlite:///")).resolve().parent
         mlflow.create_experiment(name, artifact_location=(store / "mlruns").as_uri())
-    return mlflow.set_experiment(name).experiment_id
+    experiment = mlflow.set_experiment(name)
+    if EXPERIMENT_KIND not in experiment.tags:  # a kind chosen in the UI stays
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_KIND)
+    return experiment.experiment_id
 
 
-@contextmanager
-def _sampling_interval(seconds: float) -> Iterator[None]:
-    """MLflow reads the interval from its environment variable when a run's monitor starts;
-    set it for that moment only, so nothing else in the process sees it."""
-    previous = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
-    mlflow.system_metrics.set_system_metrics_sampling_interval(seconds)
-    try:
-        yield
-    finally:
-        mlflow.system_metrics.set_system_metrics_sampling_interval(
-            None if previous is None else float(previous)
-        )
+EXPERIMENT_KIND = "mlflow.experimentKind"
+"""The experiment tag that says what kind of work it holds: MLflow 3's UI writes it from its kind
+selector, and its bundle picks an experiment's first page by it only with its workflow switch
+off; 3.17.2 ships the switch on and reads the workflow type instead (:data:`RUNS_WORKFLOW`),
+so the tag alone does not keep the experiment off the GenAI overview."""
+
+MODEL_KIND = "custom_model_development"
+"""The kind whose page is the runs table (the UI's "Machine learning")."""
+
+RUNS_WORKFLOW = "workflowType=machine_learning"
+"""What MLflow 3.17's UI reads first: the workflow type in the page's address (else the one
+the browser last chose, GenAI at first) decides an experiment's page, the kind tag does not."""
 
 
-def git_state() -> tuple[str, str]:
-    """The project's HEAD commit and whether tracked files differ from it (``true``/``false``);
+def runs_page(ui: str, experiment_id: str) -> str:
+    """The address of the runs table of experiment ``experiment_id`` in the UI at ``ui``."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{RUNS_WORKFLOW}"
+
+
+def experiment_page(config: Config, ui: str) -> str:
+    """:func:`runs_page` of ``config.tracking.experiment`` in the UI at ``ui`` (``make ui``),
+    or the UI's list of experiments while the store has no such experiment."""
+    experiment = MlflowClient(tracking_uri(config.tracking)).get_experiment_by_name(
+        config.tracking.experiment
+    )
+    if experiment is None:
+        return f"{ui.rstrip('/')}/#/experiments?{RUNS_WORKFLOW}"
+    return runs_page(ui, experiment.experiment_id)
+
+
+def git_state(written: Sequence[Path] = (), root: Path = PROJECT_ROOT) -> tuple[str, str]:
+    """The HEAD commit of the checkout at ``root`` and whether its code changed (``true`` or
+    ``false``): a tracked file differs from HEAD, other than what the pipeline itself writes
+    (``dvc.lock``, files under ``written``: see :func:`pipeline_outputs`) or a gitignored file.
     ``("unknown", "unknown")`` outside a git checkout."""
     try:
-        commit = _git("rev-parse", "HEAD")
-        changes = _git("status", "--porcelain", "--untracked-files=no")
+        commit = _git(root, "rev-parse", "HEAD")
+        changed = _git(root, "diff", "HEAD", "--name-only", "--no-renames", "-z").split("\0")
+        skipped = [Path(path).resolve() for path in (root / PIPELINE_FILE, *written)]
+        code = [
+            name
+            for name in filter(None, changed)
+            if not any((root / name).resolve().is_relative_to(path) for path in skipped)
+        ]
+        ignored = _git(root, "check-ignore", "--no-index", "-z", "--stdin", stdin=code, ok=(1,))
     except (OSError, subprocess.SubprocessError):
         return "unknown", "unknown"
-    return commit, json.dumps(bool(changes))
+    return commit, json.dumps(bool(set(code) - set(ignored.split("\0"))))
 
 
-def _git(*args: str) -> str:
+PIPELINE_FILE = "dvc.lock"
+"""The one file at the checkout's root that the pipeline rewrites (``dvc repro``, between
+stages): a change to it is not a change to the code."""
+
+
+def pipeline_outputs(config: Config) -> list[Path]:
+    """What the stages write (data, outputs, metrics, models, a local MLflow store): changes
+    there leave ``git_dirty`` false."""
+    paths, uri = config.paths, tracking_uri(config.tracking)
+    store = [Path(uri.removeprefix("sqlite:///"))] if uri.startswith("sqlite:///") else []
+    return [paths.data, paths.outputs, Path(paths.metrics_dir), paths.models, *store]
+
+
+def _git(root: Path, *args: str, stdin: Sequence[str] = (), ok: Sequence[int] = ()) -> str:
+    """``git args`` in ``root``; its output. Exit codes other than 0 and ``ok`` raise."""
     result = subprocess.run(
-        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
+        ["git", *args],
+        cwd=root,
+        input="\0".join(stdin),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
     )
+    if result.returncode and result.returncode not in ok:
+        raise subprocess.CalledProcessError(result.returncode, result.args, result.stderr)
     return result.stdout.strip()
 
 
@@ -192,17 +228,6 @@ def manifest_digest(manifest_path: Path) -> str:
     return hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()
 
 
-def log_artifacts(paths: Sequence[Path], artifact_path: str) -> None:
-    """Copy files (or folders) into the run's artifacts under ``artifact_path``."""
-    for path in map(Path, paths):
-        if path.is_dir():
-            mlflow.log_artifacts(str(path), f"{artifact_path}/{path.name}")
-        elif path.is_file():
-            mlflow.log_artifact(str(path), artifact_path)
-        else:
-            raise StageError(f"{path}: not found, so it cannot be logged to MLflow")
-
-
 MODEL_NAME = "model"
 """The name of the pyfunc in each run's logged models."""
 
@@ -210,12 +235,12 @@ _MAX_DIGEST = 36
 """MLflow stores a dataset digest in 36 characters at most (``MAX_DATASET_DIGEST_SIZE``)."""
 
 
-def run_tags(strategy: Any, mixed_precision: bool) -> dict[str, str]:
+def run_tags(strategy: Any, mixed_precision: bool, config: Config) -> dict[str, str]:
     """Tags naming the code, libraries and machine of a run (``strategy``: a tf.distribute
     strategy). Lists the physical devices, which initialises TensorFlow's runtime."""
     gpus = [_gpu_name(gpu) for gpu in tf.config.list_physical_devices("GPU")]
     cpu = cpu_model()
-    commit, dirty = git_state()
+    commit, dirty = git_state(pipeline_outputs(config))
     source = {"mlflow.source.git.commit": commit} if commit != "unknown" else {}
     return {
         **source,
@@ -354,13 +379,31 @@ def logged_model(training_run_id: str) -> LoggedModel | None:
     return models[0] if models else None
 
 
+def _stored_run(run_id: str | None) -> Run | None:
+    """The run ``run_id`` of the active store, or None when the store does not hold it."""
+    if not run_id:
+        return None
+    try:
+        return mlflow.get_run(run_id)
+    except MlflowException:
+        return None
+
+
 @contextmanager
 def evaluation_run(
-    config: Config, model: str, training_run_id: str | None
-) -> Iterator[LoggedModel | None]:
-    """An active run ``evaluate-<model>`` tagged with the training run, the evaluated split,
-    the data version and the code; yields the training run's logged model (None if unknown)."""
-    commit, dirty = git_state()
+    config: Config, model: str, training_run_id: str | None, folder: Path
+) -> Iterator[tuple[RecordedRun, LoggedModel | None]]:
+    """A run ``evaluate-<model>`` whose records go through an outbox in ``folder/<run id>``, as
+    a training run's do; yields it and the training run's logged model (None if unknown).
+
+    Tagged with the training run (``training_run_id``), the evaluated split, the data version
+    and the code, and nested under the training run (``mlflow.parentRunId``: the UI's runs table
+    shows it under that run) when the store holds that run. Call :func:`require_reachable`
+    first: the run is created at once.
+    """
+    mlflow.set_tracking_uri(tracking_uri(config.tracking))
+    trained = _stored_run(training_run_id)
+    commit, dirty = git_state(pipeline_outputs(config))
     tags = {
         "model": model,
         "stage": "evaluate",
@@ -370,40 +413,26 @@ def evaluation_run(
         "git_commit": commit,
         "git_dirty": dirty,
     }
-    with start_run(config, run_name=f"evaluate-{model}", tags=tags):
-        yield logged_model(training_run_id) if training_run_id else None
+    if trained is not None:
+        tags[MLFLOW_PARENT_RUN_ID] = trained.info.run_id
+    logged = logged_model(trained.info.run_id) if trained is not None else None
+    with recorded_run(config, run_name=f"evaluate-{model}", tags=tags, folder=folder) as record:
+        yield record, logged
 
 
-def log_evaluation(
-    metrics: Mapping[str, float],
-    model: LoggedModel | None,
-    artifacts: Sequence[Path],
-    params: Mapping[str, str] | None = None,
-) -> None:
-    """Log metrics to the active run (and against the logged model, when known), ``params``
-    (e.g. the tuned segment rules) and copy the ``artifacts`` (files or folders) under
-    ``evaluate/``."""
-    mlflow.log_metrics(dict(metrics), model_id=model.model_id if model else None)
-    if params:
-        mlflow.log_params(dict(params))
-    log_artifacts(artifacts, "evaluate")
-
-
-def register(model: LoggedModel | None, training_run_id: str | None, config: Config) -> str:
-    """Register ``model`` as a new version of ``evaluate.registered_model_name``, point
-    ``evaluate.alias`` at it, and return the version (MLflow prints what it registered)."""
-    if model is None:
+def registrable(config: Config, training_run_id: str | None) -> None:
+    """Raise StageError unless the store holds the model training run ``training_run_id``
+    logged (``evaluate.register_model`` registers it): said before evaluating, not after."""
+    mlflow.set_tracking_uri(tracking_uri(config.tracking))
+    if not training_run_id or logged_model(training_run_id) is None:
         raise StageError(
             f"evaluate.register_model: the store {tracking_uri(config.tracking)} holds no model "
-            f"logged by training run {training_run_id} (train the classifier against this store)"
+            f"logged by training run {training_run_id} (train the classifier against this store, "
+            "or send its waiting records: `trailers train --sync`)"
         )
-    name, alias = config.evaluate.registered_model_name, config.evaluate.alias
-    version = mlflow.register_model(f"models:/{model.model_id}", name)
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
-    return str(version.version)
 
 
-# A training run's record: on disk first, sent by a thread, caught up later if need be.
+# A run's record: on disk first, sent by a thread, caught up later if need be.
 
 OUTBOX = "mlflow-outbox"
 """The folder, in a stage's outputs, where a run's records wait until the server has them."""
@@ -523,10 +552,16 @@ class RunOutbox:
         self._wake.set()
 
     def keep(self, path: Path, name: str) -> str:
-        """Copy ``path`` into the outbox (the original may change before it is sent)."""
+        """Copy ``path`` (a file or a folder) into the outbox (the original may change before
+        it is sent)."""
         target = self.folder / "files" / name
-        with atomic_path(target) as tmp:
-            shutil.copy2(path, tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if Path(path).is_dir():
+            shutil.rmtree(target, ignore_errors=True)  # a killed process's partial copy
+            shutil.copytree(path, target)
+        else:
+            with atomic_path(target) as tmp:
+                shutil.copy2(path, tmp)
         return str(target)
 
     def next_step(self, prefix: str) -> int:
@@ -635,8 +670,9 @@ def _send_tags(client: MlflowClient, run_id: str, record: dict) -> None:
 
 
 def _send_metrics(client: MlflowClient, run_id: str, record: dict) -> None:
+    model_id = record.get("model_id")  # logged against that model too: its page lists them
     metrics = [
-        Metric(key, value, record["time_ms"], record["step"])
+        Metric(key, value, record["time_ms"], record["step"], model_id=model_id)
         for key, value in record["metrics"].items()
     ]
     client.log_batch(run_id, metrics=metrics, synchronous=True)
@@ -650,7 +686,11 @@ def _send_dataset(client: MlflowClient, run_id: str, record: dict) -> None:
 
 
 def _send_artifact(client: MlflowClient, run_id: str, record: dict) -> None:
-    client.log_artifact(run_id, record["path"], record["artifact_path"])
+    path = Path(record["path"])
+    if path.is_dir():
+        client.log_artifacts(run_id, str(path), f"{record['artifact_path']}/{path.name}")
+    else:
+        client.log_artifact(run_id, str(path), record["artifact_path"])
 
 
 def _send_model(client: MlflowClient, run_id: str, record: dict) -> None:
@@ -665,6 +705,21 @@ def _send_end(client: MlflowClient, run_id: str, record: dict) -> None:
     client.set_terminated(run_id, record["status"], end_time=record["time_ms"])
 
 
+def _send_register(client: MlflowClient, run_id: str, record: dict) -> None:
+    """A new version of the registered model from the logged model, and the alias on it (as
+    ``mlflow.register_model``, through this client: the outbox's server, not the process's)."""
+    name = record["name"]
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    model_id = record["model_id"]
+    version = client.create_model_version(name, f"models:/{model_id}", model_id=model_id)
+    client.set_registered_model_alias(name, record["alias"], version.version)
+    log.info("the classifier is %s version %s, alias %s", name, version.version, record["alias"])
+
+
 _SENDERS = {
     "params": _send_params,
     "tags": _send_tags,
@@ -672,6 +727,7 @@ _SENDERS = {
     "dataset": _send_dataset,
     "artifact": _send_artifact,
     "model": _send_model,
+    "register": _send_register,
     "end": _send_end,
 }
 
@@ -711,27 +767,38 @@ class _SystemSampler(SystemMetricsMonitor):
             self._process.join()
 
 
-class TrainingRun:
-    """A training run's record (:func:`training_run`): what it logs goes through its outbox."""
+class RecordedRun:
+    """A run's record (:func:`recorded_run`): what it logs goes through its outbox."""
 
     def __init__(self, outbox: RunOutbox) -> None:
         self.outbox, self.run_id, self.uri = outbox, outbox.run_id, outbox.uri
         self.complete = False
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Metrics at ``step``, unless a killed process of this run recorded that step's
-        already (it ended the epoch, not its backup: the resumed run repeats it, alike)."""
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int, model_id: str | None = None
+    ) -> None:
+        """Metrics at ``step`` (and against the logged model ``model_id``), unless a killed
+        process of this run recorded that step's already (it ended the epoch, not its backup:
+        the resumed run repeats it, alike)."""
         if step >= self.outbox.next_step(next(iter(metrics))):
-            self.outbox.add("metrics", metrics=dict(metrics), step=step)
+            self.outbox.add("metrics", metrics=dict(metrics), step=step, model_id=model_id)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Params besides the config's (e.g. evaluate's tuned segment rules)."""
+        self.outbox.add("params", params=dict(params))
+
+    def register(self, model: LoggedModel, name: str, alias: str) -> None:
+        """A new version of the registered model ``name`` from ``model``, with ``alias``."""
+        self.outbox.add("register", model_id=model.model_id, name=name, alias=alias)
 
     def log_dataset(self, manifest_path: Path, rows: Sequence[ShardRow], split: str) -> None:
         """The ``split``'s shard rows as the run's input, the manifest as its data version."""
         self.outbox.add("dataset", context=split, **dataset_record(manifest_path, rows, split))
 
     def log_artifacts(self, paths: Sequence[Path], artifact_path: str) -> None:
-        """Files into the run's artifacts under ``artifact_path``."""
+        """Files (or folders) into the run's artifacts under ``artifact_path``."""
         for path in map(Path, paths):
-            if not path.is_file():
+            if not path.exists():
                 raise StageError(f"{path}: not found, so it cannot be logged to MLflow")
             kept = self.outbox.keep(path, f"{artifact_path}/{path.name}")
             self.outbox.add("artifact", path=kept, artifact_path=artifact_path)
@@ -748,18 +815,19 @@ class TrainingRun:
 
 
 @contextmanager
-def training_run(
+def recorded_run(
     config: Config,
     *,
     run_name: str,
     tags: Mapping[str, str],
     folder: Path,
     resume: str | None = None,
-) -> Iterator[TrainingRun]:
+) -> Iterator[RecordedRun]:
     """A run in ``config.tracking.experiment`` (or the run ``resume``, continued) whose params,
-    tags, metrics, system metrics, dataset, model and artifacts go through an outbox in
-    ``folder/<run id>``; at the end, ``complete`` says whether the server holds them all (the
-    outbox is then removed). Call :func:`require_reachable` first: the run is created at once.
+    tags, metrics, system metrics, dataset, model, artifacts and registration go through an
+    outbox in ``folder/<run id>``; at the end, ``complete`` says whether the server holds them
+    all (the outbox is then removed). Call :func:`require_reachable` first: the run is created
+    at once, with ``tags``.
     """
     uri = tracking_uri(config.tracking)
     use_short_requests(config.tracking)
@@ -770,16 +838,17 @@ def training_run(
         run_id = resume
     else:
         experiment = _use_experiment(config.tracking.experiment, uri)
-        run_id = client.create_run(experiment, run_name=run_name).info.run_id
+        run_id = client.create_run(experiment, run_name=run_name, tags=dict(tags)).info.run_id
     settings = config.tracking
     outbox = RunOutbox(Path(folder) / run_id, uri, run_id, settings.retry_every_s)
-    if not resume:
+    if resume:
+        outbox.add("tags", tags=dict(tags))
+    else:
         outbox.add("params", params=flatten_params(config.model_dump(mode="json", by_alias=True)))
-    outbox.add("tags", tags=dict(tags))
     outbox.start()
     sampler = _SystemSampler(outbox, settings.system_metrics_interval_s)
     sampler.start()
-    record, status = TrainingRun(outbox), "FAILED"
+    record, status = RecordedRun(outbox), "FAILED"
     try:
         yield record
         status = "FINISHED"
@@ -790,6 +859,28 @@ def training_run(
         record.complete = outbox.close(settings.flush_timeout_s)
         if record.complete:
             shutil.rmtree(outbox.folder)
+
+
+def report_complete(records: Sequence[RecordedRun], written: str, sync_command: str) -> None:
+    """A stage's last lines: each run complete in MLflow, else RunBehind (exit 75) naming the
+    runs, what waits and ``sync_command``; ``written``: what the stage wrote all the same."""
+    behind = [record for record in records if not record.complete]
+    if behind:
+        runs = ", ".join(record.run_id for record in behind)
+        pending = sum(record.outbox.pending for record in behind)
+        kept = behind[0].outbox.folder if len(behind) == 1 else behind[0].outbox.folder.parent
+        lack = "lacks" if len(behind) == 1 else "lack"
+        raise RunBehind(
+            f"{written}; MLflow run{'s' * (len(behind) > 1)} {runs} at {behind[0].uri} {lack} "
+            f"{pending} records, kept in {kept}: send them with `{sync_command}` when the "
+            "server answers"
+        )
+    for record in records:
+        refused = f" ({record.outbox.refused} records refused: see above)"
+        log.info(
+            "MLflow run %s: complete at %s%s",
+            record.run_id, record.uri, refused if record.outbox.refused else "",
+        )  # fmt: skip
 
 
 def sync(folder: Path, tracking: TrackingConfig) -> list[str]:

@@ -79,7 +79,7 @@ class EpochProgress(keras.callbacks.Callback):
 class EpochMetricsLogger(keras.callbacks.Callback):
     """Hands every number Keras reports at the end of an epoch (train and ``val_`` metrics, per
     genre and macro, as Keras names them) to ``log_metrics`` with ``step=epoch``: the run's
-    outbox (:class:`pipeline.infra.tracking.TrainingRun`), which never waits on the server.
+    outbox (:class:`pipeline.infra.tracking.RecordedRun`), which never waits on the server.
 
     Not ``mlflow.keras.MlflowCallback``: in MLflow 3.17 it logs the ``validation_*`` metrics at
     step 0 every epoch, and it calls the server from the training loop.

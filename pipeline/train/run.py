@@ -271,7 +271,7 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
     data = input_data(strategy, config, rows, task, first_epoch)
     if task is None or task.is_chief:
         tags = {
-            **tracking.run_tags(strategy, mixed),
+            **tracking.run_tags(strategy, mixed, config),
             "model": model,
             "workers": str(task.workers if task else 1),
         }
@@ -327,7 +327,7 @@ def train_and_record(
     resume = run_id_file.read_text().strip() if resuming and run_id_file.is_file() else None
     levels = label_levels(train_rows)
     tags |= {"monitor": monitor, "train_trailers": ", ".join(f"{n} {k}" for k, n in levels.items())}
-    with tracking.training_run(
+    with tracking.recorded_run(
         config, run_name=model, tags=tags, folder=out / tracking.OUTBOX, resume=resume
     ) as record:
         run_id_file.write_text(record.run_id)
@@ -358,21 +358,9 @@ def train_and_record(
         )
         record.log_artifacts([paths.validate_report, paths.schema], "validate")
     shutil.rmtree(out / "checkpoints")
-    report_record(record, model)
-
-
-def report_record(record: tracking.TrainingRun, model: str) -> None:
-    """The stage's last line: whether the MLflow run holds everything (else exit 75)."""
-    if not record.complete:
-        raise tracking.RunBehind(
-            f"model and outputs written; MLflow run {record.run_id} at {record.uri} lacks "
-            f"{record.outbox.pending} records, kept in {record.outbox.folder}: send them with "
-            f"`trailers train --model {model} --sync` when the server answers"
-        )
-    refused = (
-        f" ({record.outbox.refused} records refused: see above)" if record.outbox.refused else ""
+    tracking.report_complete(
+        [record], "model and outputs written", f"trailers train --model {model} --sync"
     )
-    log.info("MLflow run %s: complete at %s%s", record.run_id, record.uri, refused)
 
 
 def send_waiting_records(config: Config, model: str) -> None:
