@@ -80,7 +80,7 @@ def summary(config: Config) -> str:
             f"Pictures:                 {paths.evaluate_figures}/",
             f"Timelines to watch:       {paths.evaluate_viewer / 'index.html'} (worst first)",
             f"Models:                   {paths.model('classifier')}, {paths.model('baseline')}",
-            "Runs in MLflow:           make ui  (then http://127.0.0.1:5000)",
+            "Runs in MLflow:           make ui  (it prints the runs table's address)",
             "Your own video:           make predict VIDEO=path/to/trailer.mp4",
         ]
     )
