@@ -58,9 +58,10 @@ test: $(STAMP) browser ## Run the test suite (smoke config; minutes on 2 cores, 
 test-fast: $(STAMP) browser ## Run the tests not marked slow (about a minute), for development
 	$(PYTEST) -m "not slow"
 
-screenshots: $(STAMP) browser ## Retake docs/images/mlflow-experiment.png: the MLflow UI test, its page saved (minutes)
+screenshots: $(STAMP) browser ## Retake docs/images/: the manual's home and the MLflow UI, as their tests see them (minutes)
 	TRAILERS_SCREENSHOTS=1 $(BIN)/python -m pytest -n 0 -p no:randomly \
-		tests/test_train_tracking.py -k test_the_ui_opens_the_experiment_on_its_training_runs
+		tests/test_docs.py::test_manual_builds_strictly_and_its_home_renders \
+		tests/test_train_tracking.py::test_the_ui_opens_the_experiment_on_its_training_runs_with_their_evaluations
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check pipeline tests benchmarks docs

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import re
 import shlex
 import sys
@@ -23,6 +24,8 @@ from pipeline.core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+SCREENSHOT = DOCS / "images" / "docs-home.png"
+"""The manual's home page as the test browser shows it, pictured in the manual itself."""
 CHECKED = re.compile(r"<!-- checked:[^>]*-->\n```console\n(.*?)```", re.S)
 # argparse wraps --help to the terminal's width: the pages show it at this one.
 HELP_COLUMNS = "100"
@@ -57,9 +60,11 @@ def _yaml_keys(node: dict, prefix: str = "", leaves: frozenset[str] = frozenset(
     return keys
 
 
-def test_manual_builds_strictly(tmp_path, monkeypatch, caplog):
+def test_manual_builds_strictly_and_its_home_renders(tmp_path, monkeypatch, caplog, browser):
     """What ``make docs-build`` runs: a broken link or anchor, a page missing from the nav or a
-    nav entry without its page, a snippet whose file is gone each fail the build."""
+    nav entry without its page, a snippet whose file is gone each fail the build. The home page
+    then renders in the test browser with its navigation; with ``TRAILERS_SCREENSHOTS=1``
+    (``make screenshots``) it is saved as the manual's picture of itself."""
     monkeypatch.setenv("NO_MKDOCS_2_WARNING", "1")
     # Strict mode counts the warnings MkDocs logs: they must get through whatever level the
     # process's logging was left at.
@@ -70,6 +75,16 @@ def test_manual_builds_strictly(tmp_path, monkeypatch, caplog):
     build(config)
     page = (tmp_path / "site" / "reference" / "config" / "index.html").read_text()
     assert "decode.max_failed_fraction" in page
+    home = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        home.goto((tmp_path / "site" / "index.html").as_uri())
+        navigation = home.get_by_role("navigation", name="Navigation")
+        for title in ("Getting started", "Bring your own trailers", "Decode", "Predict"):
+            assert navigation.get_by_role("link", name=title, exact=True).count() >= 1, title
+        shot = SCREENSHOT if os.environ.get("TRAILERS_SCREENSHOTS") == "1" else tmp_path / "h.png"
+        home.screenshot(path=shot)
+    finally:
+        home.close()
 
 
 def test_reference_lists_every_key_load_config_accepts(tmp_path):
