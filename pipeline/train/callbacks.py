@@ -127,7 +127,8 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
         self.model.save_weights(partial, overwrite=True)
         os.replace(partial, folder / weights)
         with atomic_open(folder / seeds, "wb") as handle:
-            np.save(handle, np.stack([np.asarray(v) for v in self._seed_states()]))
+            # np.array, not np.stack: a model without dropout has no seed state to keep
+            np.save(handle, np.array([np.asarray(v) for v in self._seed_states()]))
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "stem": stem}
         write_json(folder / self._METADATA, metadata)
         for older in folder.glob("epoch-*"):
