@@ -164,7 +164,8 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
         weights, seeds = f"{stem}{CHECKPOINT_SUFFIX}", f"{stem}.seeds.npy"
         save_checkpoint(self.model, folder / weights)
         with atomic_open(folder / seeds, "wb") as handle:
-            np.save(handle, np.stack([np.asarray(v) for v in self._seed_states()]))
+            # np.array, not np.stack: a model without dropout has no seed state to keep
+            np.save(handle, np.array([np.asarray(v) for v in self._seed_states()]))
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "stem": stem}
         write_json(folder / self._METADATA, metadata)
         for older in folder.glob("epoch-*"):
