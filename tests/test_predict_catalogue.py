@@ -115,6 +115,7 @@ def assert_like_one_by_one(out: Path, one_by_one: Path, result: subprocess.Compl
     lines = [line for line in result.stderr.splitlines() if BROKEN in line]
     assert len(lines) == 1, result.stderr[-3000:]
     assert "not a readable video" in lines[0] and "Traceback" not in result.stderr
+    assert not re.search(r"Unable to import IPython|Exception ignored", result.stderr)
     assert "3/4 videos" in result.stderr and "4/4 videos" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("trailers predict: 1 of 4 videos")
     assert not (out / STATUS_DIR).exists()

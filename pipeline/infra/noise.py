@@ -53,6 +53,8 @@ def configure(verbosity: int) -> None:
     # A local Dask cluster's scheduler (here) and workers (child processes, which inherit the
     # environment) log every start, connection and stop at INFO; dask reads this on import.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    # ...and each of their workers quiets its own stderr as this process does (dask_setup).
+    os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PRELOAD", f"['{__name__}']")
     for message in FUTURE_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
     # The same warnings in child processes (Dask workers, benchmark children): PYTHONWARNINGS
@@ -90,6 +92,23 @@ def quiet_stderr(verbosity: int) -> Iterator[None]:
         yield
     finally:
         sys.stderr = real
+
+
+def _quiet_unraisable(unraisable: object) -> None:
+    """``sys.unraisablehook`` without TensorFlow's ``AtomicFunction.__del__`` failing at
+    interpreter exit (its module globals already gone); anything else as Python reports it."""
+    finalizer = getattr(getattr(unraisable, "object", None), "__qualname__", "")
+    if finalizer == "AtomicFunction.__del__" and unraisable.exc_type is TypeError:
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def dask_setup(worker: object) -> None:
+    """Run by each local Dask worker as it starts (Dask's ``distributed.worker.preload``, which
+    :func:`configure` points here): the worker's stderr drops the known noise lines, as the
+    stages' own stderr does, and TensorFlow's finalisers stay quiet at the worker's exit."""
+    sys.stderr = _FilteredStream(sys.stderr, STDERR_LINES)
+    sys.unraisablehook = _quiet_unraisable
 
 
 class _MainThreadOnly:
