@@ -273,10 +273,11 @@ class _DecordFrames:
 
     def _where(self, start: int, stop: int) -> str:
         """The first source frame from ``start`` on that fails alone, read one by one by a
-        fresh reader: the batch's own error does not say which frame broke, a threaded decoder
-        may raise a failure left from the batch on the reader's next reads, and decord's
-        read-ahead may meet a broken packet past ``stop`` while it serves the batch."""
-        fresh = self._open_reader()
+        fresh single-threaded reader: the batch's own error does not say which frame broke, a
+        threaded decoder may raise a failure left from the batch on the reader's next reads,
+        and both decord's read-ahead and FFmpeg's frame threads may meet a broken packet past
+        the frame asked for (up to ``threads - 1`` frames on, measured)."""
+        fresh = self._open_reader(num_threads=1)
         try:
             for index in range(start, len(self.starts)):
                 try:
