@@ -1,12 +1,15 @@
 """Part receipts: which shards of a trailer are done, so a rerun decodes only what is missing.
 
 A part's receipt (``receipts/trailer_<id>/<fingerprint>-<first shard>.json`` under the shards
-folder) is written after its shards and lists their manifest rows and each file's size and
-modification time. A receipt counts only while its files are intact: present, the recorded
-size, and either the recorded modification time or (when that moved, or always with
-``decode.verify: sha256``) the recorded sha256. A trailer is done when counting receipts with
-the current fingerprint chain from shard 0 to the video's end; the gaps between them are what a
-rerun decodes, and nothing else.
+folder) is written after its shards and lists their manifest rows with each file's sha256; beside
+it, ``<fingerprint>-<first shard>.stat`` keeps each file's size and modification time. A receipt
+counts only while its files are intact: present and, if the ``.stat`` file still records their
+size and modification time (and ``decode.verify`` is not ``sha256``), those; otherwise the
+recorded sha256. A trailer is done when counting receipts with the current fingerprint chain
+from shard 0 to the video's end; the gaps between them are what a rerun decodes, and nothing
+else. Modification times differ from one machine to the next, so the fingerprints hash the
+sources' bytes and the ``.stat`` files are in ``.dvcignore``: the shards folder's DVC hash is
+the same wherever it is decoded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.io import read_json
+from pipeline.core.io import read_json, write_json
 from pipeline.core.manifest import ShardRow
 
 Verify = Literal["size_mtime", "sha256"]
@@ -30,6 +33,29 @@ def part_receipt_path(
     shards_dir: Path, trailer_id: str, fingerprint: str, first_shard: int
 ) -> Path:
     return receipts_dir(shards_dir, trailer_id) / f"{fingerprint}-{first_shard}.json"
+
+
+def source_digests(shards_dir: Path, sources: list[str]) -> dict[str, str]:
+    """Each source video's sha256 (for the fingerprints: the same file gives the same one on any
+    machine), hashed only when its size or modification time moved since the last run: those
+    are kept in ``receipts/sources.stat``, beside the receipts and out of DVC's hash."""
+    known_path = shards_dir / "receipts" / "sources.stat"
+    known = read_json(known_path) or {}
+    digests, seen = {}, {}
+    for source in sources:
+        stat = _stat(Path(source))
+        if known.get(source, [])[:2] == stat:
+            digests[source] = known[source][2]
+        else:
+            digests[source] = _sha256(Path(source))
+        seen[source] = [*stat, digests[source]]
+    write_json(known_path, seen)
+    return digests
+
+
+def stats_path(receipt_path: Path) -> Path:
+    """Where the sizes and modification times of a receipt's files are kept."""
+    return receipt_path.with_suffix(".stat")
 
 
 def shard_rows(receipt: dict[str, Any] | None) -> list[ShardRow]:
@@ -51,24 +77,24 @@ def file_stats(shards_dir: Path, rows: list[dict[str, Any]]) -> dict[str, list[i
     return {name: _stat(shards_dir / name) for name in names}
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _stat(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _intact(shards_dir: Path, receipt: dict[str, Any], verify: Verify) -> bool:
-    stats = receipt.get("files", {})
+def _intact(shards_dir: Path, receipt: dict[str, Any], stats: dict | None, verify: Verify) -> bool:
     for name, digest in _hashes(receipt).items():
         path = shards_dir / name
-        if not path.is_file() or name not in stats:
+        if not path.is_file():
             return False
-        size, mtime_ns = _stat(path)
-        if size != stats[name][0]:
+        moved = verify == "sha256" or (stats or {}).get(name) != _stat(path)
+        if moved and _sha256(path) != digest:
             return False
-        if verify == "sha256" or mtime_ns != stats[name][1]:
-            with open(path, "rb") as handle:
-                if hashlib.file_digest(handle, "sha256").hexdigest() != digest:
-                    return False
     return True
 
 
@@ -91,10 +117,14 @@ def decoded_parts(
 ) -> Coverage:
     """What the trailer's intact receipts with this fingerprint cover, and what they do not."""
     folder = receipts_dir(shards_dir, trailer_id)
-    receipts = [read_json(path) for path in folder.glob(f"{fingerprint}-*.json")]
+    receipts = [(read_json(path), path) for path in folder.glob(f"{fingerprint}-*.json")]
     coverage, next_shard = Coverage(), 0
-    for receipt in sorted(filter(None, receipts), key=lambda r: r["first_shard"]):
-        if receipt["first_shard"] < next_shard or not _intact(shards_dir, receipt, verify):
+    for receipt, path in sorted(
+        ((receipt, path) for receipt, path in receipts if receipt),
+        key=lambda pair: pair[0]["first_shard"],
+    ):
+        stats = read_json(stats_path(path))
+        if receipt["first_shard"] < next_shard or not _intact(shards_dir, receipt, stats, verify):
             continue
         if receipt["first_shard"] > next_shard:
             coverage.gaps.append((next_shard, receipt["first_shard"]))
@@ -109,9 +139,11 @@ def decoded_parts(
 def tidy_receipts(shards_dir: Path, trailer_id: str, keep: list[dict]) -> None:
     """Delete the trailer's other receipts and failure notes, and the files only they list."""
     kept_files = set().union(*(_hashes(receipt).keys() for receipt in keep))
-    kept_names = {
-        part_receipt_path(shards_dir, trailer_id, r["fingerprint"], r["first_shard"]).name
-        for r in keep
+    kept_receipts = [
+        part_receipt_path(shards_dir, trailer_id, r["fingerprint"], r["first_shard"]) for r in keep
+    ]
+    kept_names = {path.name for path in kept_receipts} | {
+        stats_path(path).name for path in kept_receipts
     }
     folder = receipts_dir(shards_dir, trailer_id)
     for path in sorted(folder.glob("*")) if folder.is_dir() else ():

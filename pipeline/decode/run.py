@@ -31,7 +31,13 @@ from pipeline.core.io import NO_SPACE, DiskFull, read_json, remove_leftovers, wr
 from pipeline.core.video import cut_short_message
 from pipeline.decode import worker
 from pipeline.decode.plan import decode_params, find_trailers, plan_jobs
-from pipeline.decode.receipts import Verify, decoded_parts, shard_rows, tidy_receipts
+from pipeline.decode.receipts import (
+    Verify,
+    decoded_parts,
+    shard_rows,
+    source_digests,
+    tidy_receipts,
+)
 from pipeline.decode.worker import Job, Trailer
 from pipeline.infra.beam import new_pipeline
 from pipeline.infra.sandbox import CallFailed, Sandbox, SandboxError
@@ -150,8 +156,12 @@ def run(config: Config) -> None:
     found, problems, skipped = find_trailers(config)
     trailers = {trailer.trailer_id: trailer for trailer in found}
     params = decode_params(decode)
-    fingerprints = {key: trailer.fingerprint(params) for key, trailer in trailers.items()}
     paths.shards.mkdir(parents=True, exist_ok=True)
+    digests = source_digests(paths.shards, sorted({t.source for t in trailers.values()}))
+    fingerprints = {
+        key: trailer.fingerprint(params, digests[trailer.source])
+        for key, trailer in trailers.items()
+    }
     remove_leftovers(paths.shards, recursive=True)
     jobs = plan_jobs(trailers, fingerprints, config)
     for job in jobs:
@@ -212,12 +222,17 @@ def run(config: Config) -> None:
             "trailers": {key: trailer.video for key, trailer in sorted(trailers.items())},
             "shards": len(rows),
             "frames_decoded": decoded_frames,
-            "seconds": round(seconds, 3),
-            "frames_per_second": round(decoded_frames / seconds, 1) if seconds else None,
             "repeated_frames": repeated,
             "truncated": {key: row.missing_s for key, row in sorted(truncated.items())},
         },
     )
+    if decoded_frames:  # timings are logged, not written: the outputs hash the same on any machine
+        log.info(
+            "decoded %d frames in %.1f s (%.0f frames/s)",
+            decoded_frames,
+            seconds,
+            decoded_frames / seconds,
+        )
     write_json(  # the same numbers whoever decoded what when: a rerun leaves git clean
         paths.metrics("decode"),
         {

@@ -34,7 +34,7 @@ from pipeline.core.annotations import Segment
 from pipeline.core.io import save_npy, write_json
 from pipeline.core.manifest import ShardRow
 from pipeline.core.video import VideoError, sample_video
-from pipeline.decode.receipts import file_stats, part_receipt_path
+from pipeline.decode.receipts import file_stats, part_receipt_path, stats_path
 
 FINGERPRINT_CHARS = 16
 """Hex digits of the fingerprint kept in receipt names (64 bits: collisions are not a risk)."""
@@ -78,11 +78,11 @@ class Trailer:
             return None
         return "trailer" if all(s.whole_trailer for s in self.segments) else "segment"
 
-    def fingerprint(self, params: DecodeParams) -> str:
-        """Changes when the source file, its labels, its split or the decode params change."""
-        stat = Path(self.source).stat()
+    def fingerprint(self, params: DecodeParams, source_sha256: str) -> str:
+        """Changes when the source file's path or bytes, its labels, its split or the decode
+        params change."""
         key = {
-            "source": [self.source, stat.st_size, stat.st_mtime_ns],
+            "source": [self.source, source_sha256],
             "split": self.split,
             "segments": None if self.segments is None else [asdict(s) for s in self.segments],
             "params": asdict(params),
@@ -211,8 +211,8 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
         "source_duration_s": round(sampling.duration_s, 6),
         "repeated_frames": repeated,
         "shards": rows,
-        "files": file_stats(shards_dir, rows),
     }
+    write_json(stats_path(job.receipt), file_stats(shards_dir, rows))
     write_json(job.receipt, receipt)
     return receipt
 
