@@ -93,7 +93,7 @@ def test_two_worker_processes_train_one_model_and_one_mlflow_run(
     commands = [
         trailers_command(
             "train", "--model=baseline", *path_overrides(root), store,
-            "train.strategy=multi_worker", "train.epochs=2",
+            "train.strategy=multi_worker", "train.epochs=2", "train.stride=8",
         )
         for root in (chief, other)
     ]  # fmt: skip

@@ -83,7 +83,7 @@ def render_report(
         "*schema* compares each split's statistics with the committed schema; *drift* and "
         "*skew* compare a split's distribution with train's. An intentional change is accepted "
         "with `trailers validate --update-schema` (schema) or in the `validate:` config "
-        "section (thresholds); see the README.",
+        "section (thresholds); see docs/stages/validate.md.",
         "",
     ]
     return "\n".join(lines)
