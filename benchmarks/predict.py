@@ -36,7 +36,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from pipeline.infra.noise import configure  # noqa: E402
+from pipeline.infra.noise import configure, quiet_stderr  # noqa: E402
 
 configure(-1)  # as the stages: library chatter off before the libraries load (TensorFlow's too)
 
@@ -133,16 +133,17 @@ def child(args: argparse.Namespace) -> None:
     """One measurement in this fresh process: prints seconds and frames as JSON. The libraries
     both ways use are imported before the clock starts (TensorFlow's import alone took 5-20 s
     on a loaded machine, the same for both)."""
-    import decord  # noqa: F401
-    import keras  # noqa: F401
+    with quiet_stderr(-1):  # as the stages: TFDV prints a note when the drift check imports it
+        import decord  # noqa: F401
+        import keras  # noqa: F401
 
-    import pipeline.predict.run  # noqa: F401
+        import pipeline.predict.run  # noqa: F401
 
-    config = load_config(args.config, args.set)
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        frames = WAYS[args.child](config, Path(args.video), Path(args.model), Path(out))
-        seconds = time.perf_counter() - start
+        config = load_config(args.config, args.set)
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            frames = WAYS[args.child](config, Path(args.video), Path(args.model), Path(out))
+            seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "frames": frames}))
 
 
