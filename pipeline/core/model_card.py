@@ -19,7 +19,9 @@
 Train writes the folder through :func:`write` (which removes the rules and figures of an
 earlier network); evaluate adds the rules and figures; evaluate and predict read it through
 :func:`read`; no other module names these files. :meth:`DecodeSettings.check_rows` is the one
-check that shards were decoded as a model (or the config) expects.
+check that shards were decoded as a model (or the config) expects. Train logs the card and the
+statistics beside the network in MLflow (:func:`card_files`), so a logged model's downloaded
+``artifacts/`` folder reads through :func:`read` as the folder does.
 """
 
 from __future__ import annotations
