@@ -46,13 +46,16 @@ STAGES: dict[str, Stage] = {
         "pipeline.synth.run",
         "generate the built-in demo corpus of procedural trailers",
         reads=lambda paths: "the config only",
-        writes=lambda paths: f"{paths.video('<id>')}, {paths.annotations}, {paths.splits}",
+        writes=lambda paths: (
+            f"{paths.video('<id>')}, {paths.annotations}, {paths.splits}, {paths.synth_receipt}"
+        ),
     ),
     "decode": Stage(
         "pipeline.decode.run",
         "decode trailers into channels_first uint8 .npy shards",
         reads=lambda paths: (
-            f"{paths.videos}, {paths.annotations}, {paths.splits} (or decode.input_dir)"
+            f"{paths.videos}, {paths.annotations}, {paths.splits} (or decode.input_dir), "
+            f"{paths.synth_receipt}"
         ),
         writes=lambda paths: (
             f"{paths.shards}/ (shards, labels, {paths.manifest.name}), "

@@ -50,6 +50,10 @@ CODEC_OPTIONS = {
     "libsvtav1": {"crf": "10"},  # AV1 (lossy, still far finer than the codes' LEVEL steps)
     "mpeg2video": {"qscale": "1"},
     "mjpeg": {"qscale": "1"},
+    # MPEG-4 Part 2 (an XviD/DivX-era AVI) at the finest fixed quantiser. Not {"qscale": "1"}:
+    # that is the ffmpeg CLI's flag, no encoder option, so PyAV left the encoder at its default
+    # 200 kb/s, whose coarse quantiser moved the flat codes by a step (frame 3 read as 2).
+    "mpeg4": {"qmin": "1", "qmax": "1"},
 }
 """The encoders PyAV's own FFmpeg has, with their options for :func:`write_video`."""
 

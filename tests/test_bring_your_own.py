@@ -42,6 +42,7 @@ CODED_VIDEOS = {
     "web stream.webm": "libvpx-vp9",
     "phone clip hevc.mp4": "libx265",
     "webcam.avi": "mjpeg",
+    "camcorder.avi": "mpeg4",  # MPEG-4 Part 2, as XviD and DivX wrote AVIs
 }
 PYAV_READ = {"web stream.mkv", "web stream av1.mp4"}
 

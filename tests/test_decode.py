@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import SmallDisk, path_overrides, trailers, trailers_command
+from helpers import SmallDisk, path_overrides, smoke_config, trailers, trailers_command
 from media import (
     cut_short,
     ffmpeg,
@@ -31,8 +31,9 @@ from media import (
     write_video,
 )
 
-from pipeline.core.annotations import Segment
+from pipeline.core.annotations import Segment, write_synth_receipt
 from pipeline.core.manifest import ShardRow, read_manifest
+from pipeline.core.model_card import TrainingData
 from pipeline.core.video import (
     Geometry,
     VideoError,
@@ -41,7 +42,8 @@ from pipeline.core.video import (
     sample_times,
     sample_video,
 )
-from pipeline.decode.worker import frame_labels
+from pipeline.decode.plan import decode_params, find_trailers
+from pipeline.decode.worker import Job, decode_part, frame_labels
 
 
 def bigbuckbunny() -> Path:
@@ -259,6 +261,44 @@ def test_frames_match_an_independent_decode(tmp_path):
     rows = manifest(tmp_path)
     assert all(row.frames <= 8 for row in rows)  # smoke's max_frames_per_shard
     assert {row.split for row in rows} == {"train", "val", "test"}
+
+
+def test_rows_record_the_source_size_and_whether_synth_wrote_the_video(tmp_path):
+    """Each row says the video's size as players show it (a phone clip turned upright) and
+    whether it is one of synth's videos, by synth's receipt (the file's bytes), not its name:
+    a user's video dropped into the demo's folder, named as synth names them, is not."""
+    demo = write_video(tmp_path / "demo.mp4", 10, 25, size=(96, 54))
+    mine = write_video(tmp_path / "mine.mp4", 10, 25, size=(160, 120))
+    phone = write_rotated(tmp_path / "phone.mp4", 90, size=(64, 48))
+    make_corpus(
+        tmp_path,
+        {"demo": demo, "mine": mine, "phone": phone},
+        ["demo,0,0.4,comedy", "mine,0,0.4,action", "phone,0,0.4,horror"],
+        ["demo,train", "mine,train", "phone,val"],
+    )
+    config = smoke_config(tmp_path)
+    write_synth_receipt(config.paths.synth_receipt, [demo])
+    found, problems, _ = find_trailers(config)
+    assert problems == []
+    params = decode_params(config.decode)
+    rows = {}
+    for trailer in found:
+        job = Job(trailer, params, str(config.paths.shards), trailer.fingerprint(params))
+        rows[trailer.trailer_id] = [ShardRow.from_dict(row) for row in decode_part(job)["shards"]]
+    sizes = {key: {(row.source_width, row.source_height) for row in r} for key, r in rows.items()}
+    assert sizes == {"demo": {(96, 54)}, "mine": {(160, 120)}, "phone": {(48, 64)}}
+    synthetic = {key: {row.synthetic for row in r} for key, r in rows.items()}
+    assert synthetic == {"demo": {True}, "mine": {False}, "phone": {False}}
+    card = TrainingData.from_rows([row for r in rows.values() for row in r], "data/videos", "v")
+    assert not card.synthetic  # a train video is the user's
+    assert card.frame_size == {"min": [96, 54], "max": [160, 120]}  # the train split's alone
+    demo_only = TrainingData.from_rows(rows["demo"] + rows["phone"], "data/videos", "v")
+    assert demo_only.synthetic and demo_only.frame_size == {"min": [96, 54], "max": [96, 54]}
+    assert [demo_only.size_far(size, 1.5) for size in [(144, 81), (64, 36), (145, 54)]] == [
+        False,
+        False,
+        True,
+    ]
 
 
 # -- bad input -----------------------------------------------------------------------------------

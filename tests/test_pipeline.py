@@ -139,7 +139,7 @@ def test_dvc_paths_are_the_configs_paths():
     the files the stages read and write as PathsConfig derives them."""
     paths = load_config(ROOT / "configs" / "pipeline.yaml").paths
     expected_outs = {
-        "synth": {paths.videos, paths.annotations, paths.splits},
+        "synth": {paths.videos, paths.annotations, paths.splits, paths.synth_receipt},
         "decode": {paths.shards, paths.decode_report, paths.metrics("decode")},
         "validate": {paths.stage_outputs("validate"), paths.metrics("validate")},
         **{
@@ -165,7 +165,7 @@ def test_dvc_paths_are_the_configs_paths():
     }
     expected_data_deps = {
         "synth": set(),
-        "decode": {paths.videos, paths.annotations, paths.splits},
+        "decode": {paths.videos, paths.annotations, paths.splits, paths.synth_receipt},
         "validate": {paths.shards, paths.schema},
         "train@classifier": {paths.shards, paths.stage_outputs("validate")},
         "train@baseline": {paths.shards, paths.stage_outputs("validate")},

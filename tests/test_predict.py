@@ -172,6 +172,19 @@ def test_the_demo_model_says_what_it_saw_when_a_real_clip_is_far_from_it(predict
     trailer = json.loads((out / f"{videos[2].stem}.json").read_text())
     assert trailer["drift"]["far"] == []
     assert set(trailer["drift"]["divergence"]) == {"frame_brightness", "frame_motion"}
+    # Its frame size too: the real clip's 1280x720 is far beyond the demo's train videos'.
+    trained = real["trained_on"]["frame_size"]
+    sized = [line for line in lines if "far from the model's training videos" in line]
+    low, high = "x".join(map(str, trained["min"])), "x".join(map(str, trained["max"]))
+    assert len([line for line in sized if str(videos[0]) in line]) == 1, result.stderr
+    assert f"frame size 1280x720 far from the model's training videos ({low} to {high};" in (
+        "".join(sized)
+    )
+    assert not any(str(videos[2]) in line for line in sized), result.stderr
+    assert (
+        real["drift"]["frame_size"]["video"] == [1280, 720] and "frame_size" in real["drift"]["far"]
+    )
+    assert trailer["drift"]["frame_size"]["trained"] == trained
 
 
 def test_a_demo_test_trailer_alone_gets_neither_line(
@@ -193,7 +206,23 @@ def test_an_mlflow_model_uri_gives_the_same_timeline(predicted, trained_corpus: 
     assert result.returncode == 0, result.stderr[-2000:]
     name = f"{videos[2].stem}.timeline.csv"
     assert (through_uri / name).read_text() == (out / name).read_text()
-    assert json.loads((through_uri / f"{videos[2].stem}.json").read_text())["model"] == uri
+    summary = json.loads((through_uri / f"{videos[2].stem}.json").read_text())
+    assert summary["model"] == uri
+    # The card and training statistics travel with the logged model: what it was trained on
+    # and the drift check, as from its folder (the rules and figures are evaluate's, later).
+    from_folder = json.loads((out / f"{videos[2].stem}.json").read_text())
+    assert summary["trained_on"] == from_folder["trained_on"] and summary["trained_on"]
+    assert summary["drift"] == from_folder["drift"] and summary["drift"]["divergence"]
+    config = smoke_config(
+        trained_corpus, f"tracking.tracking_uri=sqlite:///{trained_corpus}/mlflow.db"
+    )
+    registered = f"models:/{config.evaluate.registered_model_name}@{config.evaluate.alias}"
+    loaded = load(registered, config)
+    assert (
+        loaded.trained_on
+        == model_card.read(trained_corpus / "models" / "classifier").card.trained_on
+    )
+    assert loaded.statistics is not None and loaded.source == registered
 
 
 def test_predict_reads_segments_by_the_models_tuned_rules_unless_told_not_to(

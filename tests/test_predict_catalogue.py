@@ -17,6 +17,7 @@ import pytest
 from dask_cluster import tasks_by_worker
 from distributed import Client
 from helpers import smoke_config, trailers_command
+from media import write_video
 
 from pipeline import GENRES
 from pipeline.core.errors import StageError
@@ -27,8 +28,12 @@ from pipeline.predict.outputs import CATALOGUE_COLUMNS, CATALOGUE_FILE, output_n
 pytestmark = pytest.mark.xdist_group("dask")
 """One Dask cluster per run: every test that needs one runs in one xdist worker."""
 
-VIDEOS = ("Amélie (2001) #2.mp4", "sub dir/clip one.mp4", "plain.mp4")
+SMOKE_NAMES = ("Amélie (2001) #2.mp4", "sub dir/clip one.mp4", "plain.mp4")
 """Where the three smoke trailers go in the catalogue: accents, spaces and a subfolder."""
+SMALL = "small clip.mp4"
+"""A frame-coded 64x48 clip: far smaller than the demo's train videos (the drift warnings)."""
+VIDEOS = (*SMOKE_NAMES, SMALL)
+DEMO_LINE = "trained only on the synthetic demo corpus"
 BROKEN = "broken.mp4"
 EXTENSIONS = (".mp4",)
 
@@ -84,12 +89,14 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def catalogue(trained_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of three smoke trailers under messy names, a text file named .mp4, and notes."""
+    """A folder of three smoke trailers under messy names, a small clip, a text file named .mp4,
+    and notes."""
     folder = tmp_path_factory.mktemp("catalogue") / "my trailers"
     smoke = sorted((trained_corpus / "data" / "videos").glob("*.mp4"))
-    for name, video in zip(VIDEOS, smoke, strict=False):
+    for name, video in zip(SMOKE_NAMES, smoke, strict=False):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(video, folder / name)
+    write_video(folder / SMALL, 50, 25)
     (folder / BROKEN).write_text("not a video\n")
     (folder / "notes.txt").write_text("not listed: not a video extension\n")
     return folder
@@ -105,7 +112,8 @@ def one_by_one(trained_corpus: Path, catalogue: Path, tmp_path_factory) -> Path:
 
 
 def assert_like_one_by_one(out: Path, one_by_one: Path, result: subprocess.CompletedProcess):
-    """Every good video's files equal predict's one by one; the broken file is one line."""
+    """Every good video's files equal predict's one by one; the broken file is one line; the
+    demo model's line is said once, as one by one says it (the small clip is far)."""
     assert result.returncode == 1, result.stderr[-3000:]
     expected = sorted(path.name for path in one_by_one.iterdir())
     assert sorted(path.name for path in out.iterdir()) == sorted([*expected, CATALOGUE_FILE])
@@ -116,8 +124,10 @@ def assert_like_one_by_one(out: Path, one_by_one: Path, result: subprocess.Compl
     assert len(lines) == 1, result.stderr[-3000:]
     assert "not a readable video" in lines[0] and "Traceback" not in result.stderr
     assert not re.search(r"Unable to import IPython|Exception ignored", result.stderr)
-    assert "3/4 videos" in result.stderr and "4/4 videos" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("trailers predict: 1 of 4 videos")
+    assert "4/5 videos" in result.stderr and "5/5 videos" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("trailers predict: 1 of 5 videos")
+    demo = [line for line in result.stderr.splitlines() if DEMO_LINE in line]
+    assert len(demo) == 1, result.stderr[-3000:]  # said by the driver, once
     assert not (out / STATUS_DIR).exists()
 
 
@@ -153,6 +163,10 @@ def test_a_folder_on_the_local_runner_equals_one_by_one(
     assert_like_one_by_one(tmp_path / "out", one_by_one, result)
     assert_summary(tmp_path / "out", sorted([*VIDEOS, BROKEN]))
     assert "notes.txt: skipped (not a video extension" in result.stderr
+    # The local runner's workers are this process's threads: their drift warnings are its own.
+    far = [line for line in result.stderr.splitlines() if "far from the model's training" in line]
+    assert far and all(SMALL in line for line in far), result.stderr[-3000:]
+    assert any("frame size 64x48 far" in line for line in far), result.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -13,6 +13,10 @@ datasets give them).
 Trailer ids name output files, so they are restricted to letters, digits, ``_`` and ``-``. Ids
 given in the labels are used as given when safe; a video found in a folder gets one from its
 name (:func:`trailer_id_for`).
+
+``trailers synth`` also leaves its receipt (:func:`write_synth_receipt`: the size and SHA-256 of
+every video it wrote), by which decode tells the demo's videos from a user's
+(:class:`SynthVideos`), whatever folder or name they are found under.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import io
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pipeline import GENRES, SPLITS
 from pipeline.core.errors import StageError
+from pipeline.core.io import file_sha256, read_json, write_json
 
 ANNOTATION_COLUMNS = ("trailer_id", "start_s", "end_s", "genre")
 VIDEO_COLUMN = "video"
@@ -259,3 +265,28 @@ def labelled_trailers(
                 splits[trailer_id], segments[trailer_id], videos.get(trailer_id)
             )
     return trailers, problems
+
+
+def write_synth_receipt(path: Path, videos: Iterable[Path]) -> None:
+    """``{"videos": {sha256: size}}`` of the videos ``trailers synth`` wrote."""
+    write_json(path, {"videos": {file_sha256(video): video.stat().st_size for video in videos}})
+
+
+@dataclass(frozen=True)
+class SynthVideos:
+    """The videos a synth receipt lists; ``video in SynthVideos`` when its bytes are one of
+    them (hashed only when its size matches one)."""
+
+    hashes: frozenset[str] = frozenset()
+    sizes: frozenset[int] = field(default_factory=frozenset)
+
+    @classmethod
+    def read(cls, path: Path) -> SynthVideos:
+        """The receipt at ``path``; none listed when there is none (a user's corpus)."""
+        receipt = read_json(path)
+        videos = receipt.get("videos", {}) if isinstance(receipt, dict) else {}
+        return cls(frozenset(videos), frozenset(videos.values()))
+
+    def __contains__(self, video: object) -> bool:
+        path = Path(str(video))
+        return path.stat().st_size in self.sizes and file_sha256(path) in self.hashes

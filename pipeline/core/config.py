@@ -96,6 +96,12 @@ class PathsConfig(_Section):
         return self.data / "splits.csv"
 
     @property
+    def synth_receipt(self) -> Path:
+        """The size and SHA-256 of every video ``trailers synth`` wrote: how decode knows the
+        demo's videos."""
+        return self.data / "synth_receipt.json"
+
+    @property
     def shards(self) -> Path:
         return self.data / "shards"
 
@@ -732,6 +738,13 @@ class PredictConfig(_Section):
         "between its histogram and the model's training split's (validate's drift measure; 1: "
         "no overlap) for a video near the training data; above it predict warns. Empty: no "
         "comparison.",
+    )
+    frame_size_tolerance: float = Field(
+        1.5,
+        ge=1,
+        description="How many times narrower or wider (shorter or taller) than the model's "
+        "training videos a video may be, their frame sizes as the model card records them, "
+        "before predict warns that its size is far from the training data.",
     )
 
     @field_validator("drift_thresholds")

@@ -180,6 +180,11 @@ def read_json(path: str | Path) -> Any | None:
         return None
 
 
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_open(path) as handle:
         json.dump(data, handle, indent=2, sort_keys=True)

@@ -31,8 +31,11 @@ class ShardRow:
     one), ``trailer`` (only whole-trailer labels: every frame carries the trailer's genres, weak
     frame labels) or None (unlabelled); ``decoder`` names what read the video (``decord``, or
     ``pyav`` for what decord cannot open); ``missing_s`` the seconds a file cut short lacks
-    (its readable frames are the shards). These are optional on reading: manifests written
-    before them lack them."""
+    (its readable frames are the shards); ``source_width`` and ``source_height`` the source's
+    frame size as players show it (upright), which the model card records
+    (:class:`pipeline.core.model_card.TrainingData`); ``synthetic`` whether the video is one
+    ``trailers synth`` wrote (its receipt lists the file's bytes). These are optional on
+    reading: manifests written before them lack them."""
 
     shard: str
     labels: str | None
@@ -52,6 +55,9 @@ class ShardRow:
     label_level: str | None = None
     decoder: str | None = None
     missing_s: float = 0.0
+    source_width: int | None = None
+    source_height: int | None = None
+    synthetic: bool = False
 
     @classmethod
     def from_dict(cls, data: Any) -> ShardRow:
@@ -103,11 +109,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "str | None": (str, type(None)),
     "int": (int,),
+    "int | None": (int, type(None)),
     "float": (int, float),
+    "bool": (bool,),
 }
 
 
 def _fits(value: Any, annotation: str) -> bool:
+    if annotation == "bool":
+        return isinstance(value, bool)
     return isinstance(value, _TYPES[annotation]) and not isinstance(value, bool)
 
 

@@ -19,7 +19,9 @@
 Train writes the folder through :func:`write` (which removes the rules and figures of an
 earlier network); evaluate adds the rules and figures; evaluate and predict read it through
 :func:`read`; no other module names these files. :meth:`DecodeSettings.check_rows` is the one
-check that shards were decoded as a model (or the config) expects.
+check that shards were decoded as a model (or the config) expects. Train logs the card and the
+statistics beside the network in MLflow (:func:`card_files`), so a logged model's downloaded
+``artifacts/`` folder reads through :func:`read` as the folder does.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ STATISTICS_FILE = "train_statistics.pb"
 RULES_FILE = "segment_rules.json"
 EVALUATION_FILE = "evaluation.json"
 SECONDS_PER_HOUR = 3600.0
+TRAIN = SPLITS[0]
 
 
 @dataclass(frozen=True)
@@ -87,21 +90,26 @@ class DecodeSettings:
 @dataclass(frozen=True)
 class TrainingData:
     """What a model was trained on: ``corpus`` (the videos folder, or the demo's),
-    ``synthetic`` (the built-in demo of ``trailers synth``), ``data_version`` (the SHA-256 of
-    the manifest, which holds every shard's own hash), ``frames_per_shard`` (the longest
-    shard: how the training statistics group frames) and per split its trailers and hours."""
+    ``synthetic`` (every train video is one ``trailers synth`` wrote, as decode found),
+    ``data_version`` (the SHA-256 of the manifest, which holds every shard's own hash),
+    ``frames_per_shard`` (the longest shard: how the training statistics group frames), per
+    split its trailers and hours, and
+    ``frame_size``: the train split's source frame sizes, ``{"min": [width, height], "max":
+    [width, height]}`` as players show them (None: a manifest that does not record them)."""
 
     corpus: str
     synthetic: bool
     data_version: str
     frames_per_shard: int
     splits: dict[str, dict[str, float]]
+    frame_size: dict[str, list[int]] | None = None
 
     @classmethod
-    def from_rows(
-        cls, rows: Iterable[ShardRow], corpus: str, synthetic: bool, data_version: str
-    ) -> TrainingData:
+    def from_rows(cls, rows: Iterable[ShardRow], corpus: str, data_version: str) -> TrainingData:
+        """Synthetic when every train row is (decode found each video to be synth's)."""
         rows = list(rows)
+        train = [row for row in rows if row.split == TRAIN]
+        synthetic = bool(train) and all(row.synthetic for row in train)
         splits: dict[str, dict[str, float]] = {}
         for split in sorted({row.split for row in rows}):
             chosen = [row for row in rows if row.split == split]
@@ -110,7 +118,19 @@ class TrainingData:
                 "trailers": len({row.trailer_id for row in chosen}),
                 "hours": round(seconds / SECONDS_PER_HOUR, 4),
             }
-        return cls(corpus, synthetic, data_version, max(row.frames for row in rows), splits)
+        longest = max(row.frames for row in rows)
+        return cls(corpus, synthetic, data_version, longest, splits, _frame_sizes(train))
+
+    def size_far(self, size: tuple[int, int], tolerance: float) -> bool:
+        """Whether a video of ``size`` (width, height) is narrower or wider, shorter or taller,
+        than the training videos by more than ``tolerance`` times (False when not recorded)."""
+        if self.frame_size is None:
+            return False
+        low, high = self.frame_size["min"], self.frame_size["max"]
+        return any(
+            value * tolerance < least or value > most * tolerance
+            for value, least, most in zip(size, low, high, strict=True)
+        )
 
     def describe(self) -> str:
         """One line: ``the synthetic demo corpus of `trailers synth` (data/videos, data version
@@ -122,6 +142,16 @@ class TrainingData:
             for split, counts in sorted(self.splits.items(), key=lambda item: order.index(item[0]))
         )
         return f"{kind} ({self.corpus}, data version {self.data_version[:8]}; {splits})"
+
+
+def _frame_sizes(rows: list[ShardRow]) -> dict[str, list[int]] | None:
+    """The rows' least and greatest source width and height; None unless every row records
+    them."""
+    sizes = [(row.source_width, row.source_height) for row in rows]
+    if not sizes or any(None in size for size in sizes):
+        return None
+    widths, heights = zip(*sizes, strict=True)
+    return {"min": [min(widths), min(heights)], "max": [max(widths), max(heights)]}
 
 
 @dataclass(frozen=True)
@@ -196,6 +226,17 @@ def statistics_file(folder: Path) -> Path:
 
 def evaluation_file(folder: Path) -> Path:
     return folder / EVALUATION_FILE
+
+
+def card_files(folder: Path) -> list[Path]:
+    """The folder's card and training statistics (those it has): what, logged beside the
+    network, makes a copy of the network a model folder that :func:`read` reads whole."""
+    return [path for path in (folder / CARD_FILE, statistics_file(folder)) if path.is_file()]
+
+
+def has_card(network: Path) -> bool:
+    """Whether the network file ``network`` has its card beside it."""
+    return network.with_name(CARD_FILE).is_file()
 
 
 def write_evaluation(folder: Path, figures: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ centre-cropped to exactly ``height x width``, and returned channels_first ``(fra
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import logging
@@ -234,6 +235,9 @@ class Sampling:
     decoder: str
     missing_s: float = 0.0
     """Seconds the header declares past the last readable frame (a file cut short), else 0."""
+    source_size: tuple[int, int] | None = None
+    """The source's ``(width, height)`` as players show it (upright); set by
+    :func:`sample_video`, which probes it."""
 
 
 class _DecordFrames:
@@ -526,7 +530,10 @@ def sample_video(
     read_frames' other options. Decode's workers and predict both read videos through here."""
     info = probe(path)
     geometry = Geometry.fit(*info.display_size, width, height, aspect)
-    return read_frames(path, fps, geometry, chunk_frames, rotation=info.rotation, **reading)
+    sampling, chunks = read_frames(
+        path, fps, geometry, chunk_frames, rotation=info.rotation, **reading
+    )
+    return dataclasses.replace(sampling, source_size=info.display_size), chunks
 
 
 def _open(

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from pipeline import UNLABELLED
-from pipeline.core.annotations import Problem, labelled_trailers, trailer_id_for
+from pipeline.core.annotations import Problem, SynthVideos, labelled_trailers, trailer_id_for
 from pipeline.core.config import Config, DecodeConfig
 from pipeline.core.errors import StageError
 from pipeline.core.video import Skipped, container_duration, list_videos
@@ -39,7 +39,8 @@ def decode_params(decode: DecodeConfig) -> DecodeParams:
 
 def find_trailers(config: Config) -> tuple[list[Trailer], list[Problem], list[Skipped]]:
     """Every trailer to decode, the problems of those that cannot even be tried, and the files
-    in the videos folder that are not decoded."""
+    in the videos folder that are not decoded. A trailer whose file ``trailers synth`` wrote
+    (its receipt, ``paths.synth_receipt``) is marked synthetic."""
     decode, paths = config.decode, config.paths
     folder = Path(decode.input_dir or paths.videos)
     if not folder.is_dir():
@@ -51,19 +52,30 @@ def find_trailers(config: Config) -> tuple[list[Trailer], list[Problem], list[Sk
                 f"videos folder {folder}: no video in it (decode.video_extensions: "
                 f"{' '.join(decode.video_extensions)})"
             )
+        demo = SynthVideos.read(paths.synth_receipt)
         trailers = [
-            Trailer(trailer_id_for(video), UNLABELLED, str(folder / video), None, video)
+            Trailer(
+                trailer_id_for(video),
+                UNLABELLED,
+                str(folder / video),
+                None,
+                video,
+                folder / video in demo,
+            )
             for video in videos
         ]
         return trailers, [], skipped
     labelled, problems = labelled_trailers(paths.annotations, paths.splits)
+    demo = SynthVideos.read(paths.synth_receipt)
     trailers = []
     for trailer_id, labels in labelled.items():
         video = labels.video or paths.video(trailer_id).name
         source = folder / video
         if source.is_file():
             segments = tuple(labels.segments)
-            trailers.append(Trailer(trailer_id, labels.split, str(source), segments, video))
+            trailers.append(
+                Trailer(trailer_id, labels.split, str(source), segments, video, source in demo)
+            )
         else:
             problems.append(Problem(trailer_id, f"{source}: file not found"))
     named = {trailer.video for trailer in trailers}

@@ -14,12 +14,11 @@ the same wherever it is decoded.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.io import read_json, write_json
+from pipeline.core.io import file_sha256, read_json, write_json
 from pipeline.core.manifest import ShardRow
 
 Verify = Literal["size_mtime", "sha256"]
@@ -47,7 +46,7 @@ def source_digests(shards_dir: Path, sources: list[str]) -> dict[str, str]:
         if known.get(source, [])[:2] == stat:
             digests[source] = known[source][2]
         else:
-            digests[source] = _sha256(Path(source))
+            digests[source] = file_sha256(Path(source))
         seen[source] = [*stat, digests[source]]
     write_json(known_path, seen)
     return digests
@@ -77,11 +76,6 @@ def file_stats(shards_dir: Path, rows: list[dict[str, Any]]) -> dict[str, list[i
     return {name: _stat(shards_dir / name) for name in names}
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _stat(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
@@ -93,7 +87,7 @@ def _intact(shards_dir: Path, receipt: dict[str, Any], stats: dict | None, verif
         if not path.is_file():
             return False
         moved = verify == "sha256" or (stats or {}).get(name) != _stat(path)
-        if moved and _sha256(path) != digest:
+        if moved and file_sha256(path) != digest:
             return False
     return True
 

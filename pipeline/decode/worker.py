@@ -38,6 +38,10 @@ from pipeline.decode.receipts import file_stats, part_receipt_path, stats_path
 
 FINGERPRINT_CHARS = 16
 """Hex digits of the fingerprint kept in receipt names (64 bits: collisions are not a risk)."""
+ROW_FORMAT = 2
+"""What a receipt's manifest rows record, in the fingerprint so that receipts written before a
+change are decoded again rather than reused without it (2: the source's frame size and whether
+it is synth's)."""
 
 
 class AnnotationError(ValueError):
@@ -69,6 +73,8 @@ class Trailer:
     source: str
     segments: tuple[Segment, ...] | None
     video: str
+    synthetic: bool = False
+    """One of the videos ``trailers synth`` wrote (its receipt lists the file's bytes)."""
 
     @property
     def label_level(self) -> str | None:
@@ -79,13 +85,15 @@ class Trailer:
         return "trailer" if all(s.whole_trailer for s in self.segments) else "segment"
 
     def fingerprint(self, params: DecodeParams, source_sha256: str) -> str:
-        """Changes when the source file's path or bytes, its labels, its split or the decode
-        params change."""
+        """Changes when the source file's path or bytes, its labels, its split, whether it is
+        synth's, the decode params or what a manifest row records (:data:`ROW_FORMAT`) change."""
         key = {
             "source": [self.source, source_sha256],
             "split": self.split,
             "segments": None if self.segments is None else [asdict(s) for s in self.segments],
             "params": asdict(params),
+            "synthetic": self.synthetic,
+            "row_format": ROW_FORMAT,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return digest[:FINGERPRINT_CHARS]
@@ -189,6 +197,9 @@ def decode_part(job: Job, progress: Callable[[int], None] = lambda frames: None)
             label_level=trailer.label_level,
             decoder=sampling.decoder,
             missing_s=sampling.missing_s,
+            source_width=sampling.source_size[0],
+            source_height=sampling.source_size[1],
+            synthetic=trailer.synthetic,
         )
         repeated += _repeated_frames(frames, sampling.indices[first : first + len(frames)])
         rows.append(row.to_dict())

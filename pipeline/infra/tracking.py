@@ -323,6 +323,7 @@ def log_model(
     keras_artifact: str,
     run_id: str,
     name: str = MODEL_NAME,
+    card_files: Sequence[str] = (),
 ) -> str:
     """Log the ``.keras`` file at ``model_path`` as run ``run_id``'s pyfunc ``name``; returns
     its model URI. ``input_example``: a short uint8 clip (a few frames; it is stored as JSON);
@@ -331,6 +332,9 @@ def log_model(
 
     ``decode_settings`` (fps, height, width, aspect) go into the model's metadata, which
     ``mlflow.models.get_model_info(uri).metadata["decode"]`` reads without loading the model.
+    ``card_files``: the model folder's other files (its card, the training statistics), logged
+    beside the ``.keras`` file under ``artifacts/`` with their own names, so that the
+    downloaded ``artifacts/`` folder reads as the model folder does.
     """
     # The logged model goes in the run's experiment: left to itself, MLflow puts it in the
     # process's active experiment (the default one in `trailers train --sync`).
@@ -349,7 +353,7 @@ def log_model(
         model_id=created.model_id,
         name=name,
         python_model=python_model,
-        artifacts={keras_artifact: str(model_path)},
+        artifacts={keras_artifact: str(model_path)} | {Path(f).name: f for f in card_files},
         code_paths=[str(PROJECT_ROOT / "pipeline")],
         pip_requirements=model_requirements(),
         signature=model_signature(frame_shape),
@@ -803,14 +807,23 @@ class RecordedRun:
             kept = self.outbox.keep(path, f"{artifact_path}/{path.name}")
             self.outbox.add("artifact", path=kept, artifact_path=artifact_path)
 
-    def log_model(self, model_path: Path, input_example: np.ndarray, **details: Any) -> None:
-        """:func:`log_model` when the outbox gets to it, from copies of the file and example;
+    def log_model(
+        self,
+        model_path: Path,
+        input_example: np.ndarray,
+        card_files: Sequence[Path] = (),
+        **details: Any,
+    ) -> None:
+        """:func:`log_model` when the outbox gets to it, from copies of the files and example;
         ``details``: its ``frame_shape``, ``decode_settings``, ``python_model`` and
         ``keras_artifact``."""
         example = self.outbox.folder / "files" / "model" / "input_example.npy"
         example.parent.mkdir(parents=True, exist_ok=True)
         np.save(example, np.asarray(input_example, dtype=np.uint8))
-        path = self.outbox.keep(model_path, f"model/{Path(model_path).name}")
+        path, *cards = (
+            self.outbox.keep(file, f"model/{Path(file).name}") for file in (model_path, *card_files)
+        )
+        details = details | {"card_files": cards}
         self.outbox.add("model", path=path, example=str(example), details=details)
 
 

@@ -48,7 +48,7 @@ from pipeline.core.io import read_json, write_json
 from pipeline.core.video import VideoError, list_videos
 from pipeline.infra.beam import new_pipeline, worker_count
 from pipeline.predict.loader import LoadedModel, load
-from pipeline.predict.one_video import predict_video
+from pipeline.predict.one_video import predict_video, tell_if_demo
 from pipeline.predict.outputs import CATALOGUE_FILE, CatalogueRow, output_names, write_catalogue
 from pipeline.predict.stream import StreamingModel
 
@@ -237,7 +237,7 @@ def run_catalogue(
     handle = shared.Shared()
     # Loaded here first: a model that cannot load is one line before any work is sent out, and
     # the local runner's worker threads, in this process, share this very copy.
-    shared_predictor(handle, model, config)
+    loaded = shared_predictor(handle, model, config).loaded
     log.info("%d videos of %s on %s", len(entries), source, config.beam.runner)
     predict = PredictVideos(handle, model, config, out_dir, html)
     try:
@@ -247,6 +247,7 @@ def run_catalogue(
     finally:
         shutil.rmtree(status_dir, ignore_errors=True)
     write_catalogue(out_dir / CATALOGUE_FILE, rows)
+    tell_if_demo(loaded, (row.summary["drift"] for row in rows if row.summary is not None))
     failed = [row for row in rows if row.error is not None]
     log.info("wrote %d timeline(s) and %s to %s", len(rows) - len(failed), CATALOGUE_FILE, out_dir)
     if failed:

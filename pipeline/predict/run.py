@@ -25,7 +25,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.video import VideoError
 from pipeline.infra.drift import check_frame_features
 from pipeline.predict.loader import load
-from pipeline.predict.one_video import predict_video
+from pipeline.predict.one_video import predict_video, tell_if_demo
 from pipeline.predict.outputs import output_names
 from pipeline.predict.stream import StreamingModel
 
@@ -53,23 +53,14 @@ def run(
     loaded = load(model, config)
     streaming = StreamingModel(loaded.network)
     videos = [Path(video) for video in videos]
-    failed = []
-    told = False
+    failed, drifts = [], []
     for video, name in zip(videos, output_names(videos), strict=True):
         try:
-            drift = predict_video(video, name, loaded, streaming, config, out_dir, html)
+            drifts.append(predict_video(video, name, loaded, streaming, config, out_dir, html))
         except VideoError as exc:
             log.warning("%s: %s", video, exc)
             failed.append(str(video))
-            continue
-        demo = loaded.trained_on is not None and loaded.trained_on.synthetic
-        if demo and drift and drift["far"] and not told:
-            log.warning(
-                "the model was trained only on %s: its timelines of videos unlike those mean "
-                "little; train it on your own trailers (README: Bring your own trailers)",
-                loaded.trained_on.describe(),
-            )
-            told = True
+    tell_if_demo(loaded, drifts)
     if failed:
         raise StageError(f"{len(failed)} of {len(videos)} videos failed: {', '.join(failed)}")
     log.info("wrote %d timeline(s) to %s", len(videos), out_dir)

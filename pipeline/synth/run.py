@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import GENRES, SPLITS
-from pipeline.core.annotations import ANNOTATION_COLUMNS, SPLIT_COLUMNS
+from pipeline.core.annotations import ANNOTATION_COLUMNS, SPLIT_COLUMNS, write_synth_receipt
 from pipeline.core.config import Config, SynthConfig
 from pipeline.core.errors import StageError
 from pipeline.core.io import atomic_open, atomic_path, remove_leftovers
@@ -386,7 +386,8 @@ def missing_genres(plans: list[TrailerPlan]) -> dict[str, list[str]]:
 
 
 def run(config: Config) -> None:
-    """Plan, draw and encode the corpus, then write ``annotations.csv`` and ``splits.csv``.
+    """Plan, draw and encode the corpus, then write its receipt (what decode knows the demo's
+    videos by), ``annotations.csv`` and ``splits.csv``.
 
     Videos are written first and the label files last, each atomically; videos of an earlier,
     larger corpus (``trailer_*.mp4`` not in this plan) and a killed run's temporary files are
@@ -409,6 +410,7 @@ def run(config: Config) -> None:
     for stale in sorted(set(paths.videos.glob("trailer_*.mp4")) - wanted):
         log.info("removing %s: not part of this corpus", stale)
         stale.unlink()
+    write_synth_receipt(paths.synth_receipt, sorted(wanted))
     _write_csv(paths.annotations, ANNOTATION_COLUMNS, annotation_rows(plans))
     _write_csv(paths.splits, SPLIT_COLUMNS, [(plan.trailer_id, plan.split) for plan in plans])
     seconds = float(sum(plan.duration_s for plan in plans))

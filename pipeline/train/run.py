@@ -117,14 +117,13 @@ def export_model(config: Config, weights: list, card: ModelCard) -> None:
 
 
 def training_data(config: Config) -> TrainingData:
-    """What the model is trained on: the corpus (the demo's when its videos are synth's folder,
-    ``decode.input_dir`` null with annotations, as ``trailers synth`` writes them), the
-    manifest's hash as its data version, and every split's trailers and hours."""
+    """What the model is trained on: the corpus (the demo's when decode found every train video
+    to be one ``trailers synth`` wrote, whatever the config says), the manifest's hash as its
+    data version, and every split's trailers and hours."""
     manifest = config.paths.manifest
-    synthetic = config.decode.source == "annotations" and config.decode.input_dir is None
     corpus = str(config.decode.input_dir or config.paths.videos)
     version = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    return TrainingData.from_rows(read_manifest(manifest), corpus, synthetic, version)
+    return TrainingData.from_rows(read_manifest(manifest), corpus, version)
 
 
 def summary(history: list[dict[str, float]], monitor: str = MONITOR) -> dict[str, float]:
@@ -351,6 +350,7 @@ def train_and_record(
         record.log_model(
             model_card.network_file(paths.model(model)),
             example_clip(train_rows, paths.shards),
+            card_files=model_card.card_files(paths.model(model)),
             frame_shape=frame_shape,
             decode_settings=dataclasses.asdict(settings),
             python_model=pyfunc.__file__,
