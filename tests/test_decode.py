@@ -32,6 +32,7 @@ from media import (
 )
 
 from pipeline.core.annotations import Segment, write_synth_receipt
+from pipeline.core.io import file_sha256
 from pipeline.core.manifest import ShardRow, read_manifest
 from pipeline.core.model_card import TrainingData
 from pipeline.core.video import (
@@ -283,7 +284,8 @@ def test_rows_record_the_source_size_and_whether_synth_wrote_the_video(tmp_path)
     params = decode_params(config.decode)
     rows = {}
     for trailer in found:
-        job = Job(trailer, params, str(config.paths.shards), trailer.fingerprint(params))
+        fingerprint = trailer.fingerprint(params, file_sha256(trailer.source))
+        job = Job(trailer, params, str(config.paths.shards), fingerprint)
         rows[trailer.trailer_id] = [ShardRow.from_dict(row) for row in decode_part(job)["shards"]]
     sizes = {key: {(row.source_width, row.source_height) for row in r} for key, r in rows.items()}
     assert sizes == {"demo": {(96, 54)}, "mine": {(160, 120)}, "phone": {(48, 64)}}
