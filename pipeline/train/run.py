@@ -290,12 +290,25 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
         finish_together(strategy)
 
 
+def epoch_steps(data: tf.data.Dataset | tf.distribute.DistributedDataset) -> int:
+    """Batches per epoch of a training dataset (its known length)."""
+    cardinality = data.cardinality  # a method of a Dataset, a number of a distributed one
+    return int(cardinality() if callable(cardinality) else cardinality)
+
+
 def fit(net: keras.Model, train: TrainConfig, data: tuple, callbacks: list) -> None:
-    """``net.fit`` on ``data`` (train, val), then the best epoch's weights back into ``net``."""
+    """``net.fit`` on ``data`` (train, val), then the best epoch's weights back into ``net``.
+
+    ``steps_per_epoch`` given, Keras opens the training dataset once per epoch; without it,
+    Keras 3 opens it twice (the second opening, at each epoch's end, unused), and every
+    opening draws the next epoch's plan (:func:`pipeline.train.dataset.train_dataset`): epoch
+    ``k`` would read the plan of opening ``2k``, where a run resumed at ``k`` skips ``k``.
+    """
     net.fit(
         data[0],
         validation_data=data[1],
         epochs=train.epochs,
+        steps_per_epoch=epoch_steps(data[0]),
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles, by seed
         verbose=0,
