@@ -239,6 +239,7 @@ def test_a_run_killed_at_random_points_resumes_to_the_uninterrupted_weights(
 
     killed(command, after_backup)
     assert after <= backup_epoch(backup) < TRAINED_EPOCHS
+    assert not [name for name in half_written(backup) if f".epoch-{writing}." in name]  # gone
 
     resumed = run(corpus, "train", "--model=baseline")
     assert "epoch 1/" not in resumed.stderr
@@ -386,6 +387,13 @@ def test_a_backup_killed_while_written_resumes_from_the_last_whole_one(tmp_path:
     now = [np.array(v) for v in model.variables] + [np.array(v) for v in model.optimizer.variables]
     assert all(np.array_equal(a, b) for a, b in zip(whole, now, strict=True))
     assert model._initial_epoch == 1
+
+    resumed.on_epoch_end(1)  # the next whole backup clears what the kill left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch-2.keras",
+        "epoch-2.seeds.npy",
+        "training_metadata.json",
+    ]
 
 
 def replayed_early_stopping(values: list[float], patience: int, epochs: int = 9) -> tuple:

@@ -185,9 +185,9 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
             "settings": self.settings,
         }
         write_json(folder / self._METADATA, metadata)
-        for older in folder.glob("epoch-*"):
+        for older in [*folder.glob("epoch-*"), *folder.glob(".epoch-*")]:  # and a kill's leftovers
             if not older.name.startswith(f"{stem}."):
-                older.unlink()
+                older.unlink(missing_ok=True)
 
     def _load_model(self) -> None:
         folder = Path(self.backup_dir)
