@@ -82,7 +82,8 @@ STAGES: dict[str, Stage] = {
         "pipeline.train.run",
         "train the ConvLSTM classifier (or the per-frame baseline) and record the run in MLflow; "
         "trailers labelled at trailer level train as train.weak_labels says (broadcast, or mil: "
-        "one bag per trailer)",
+        "one bag per trailer); run again after a kill, it resumes at the last finished epoch "
+        "(the same settings: it ends as the run never killed would)",
         reads=lambda paths: (
             f"{paths.manifest} and the train and val shards, {paths.anomalies} (must have passed)"
         ),

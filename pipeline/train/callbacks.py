@@ -145,11 +145,23 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
 
     _METADATA = "training_metadata.json"
 
+    def __init__(
+        self, backup_dir: Path, settings: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(backup_dir, **kwargs)
+        self.settings = dict(settings or {})
+
     @classmethod
     def epoch(cls, backup_dir: Path) -> int:
         """The epoch the backup in ``backup_dir`` resumes at (0: none)."""
         metadata = read_json(Path(backup_dir) / cls._METADATA)
         return int(metadata["epoch"]) if metadata else 0
+
+    @classmethod
+    def settings_of(cls, backup_dir: Path) -> dict[str, str] | None:
+        """The settings the backup in ``backup_dir`` was made with (None: no backup)."""
+        metadata = read_json(Path(backup_dir) / cls._METADATA)
+        return metadata.get("settings", {}) if metadata else None
 
     def _seed_states(self) -> list:
         """The layers' random number generators (dropout's): not in Keras' weights file, and
@@ -166,11 +178,16 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
         with atomic_open(folder / seeds, "wb") as handle:
             # np.array, not np.stack: a model without dropout has no seed state to keep
             np.save(handle, np.array([np.asarray(v) for v in self._seed_states()]))
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "stem": stem}
+        metadata = {
+            "epoch": self._current_epoch,
+            "batch": self._last_batch_seen,
+            "stem": stem,
+            "settings": self.settings,
+        }
         write_json(folder / self._METADATA, metadata)
-        for older in folder.glob("epoch-*"):
+        for older in [*folder.glob("epoch-*"), *folder.glob(".epoch-*")]:  # and a kill's leftovers
             if not older.name.startswith(f"{stem}."):
-                older.unlink()
+                older.unlink(missing_ok=True)
 
     def _load_model(self) -> None:
         folder = Path(self.backup_dir)
@@ -184,6 +201,27 @@ class WholeBackup(keras.callbacks.BackupAndRestore):
         for variable, value in zip(self._seed_states(), seeds, strict=True):
             variable.assign(value)
         self.model._initial_epoch = int(metadata["epoch"])
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` that goes on where a killed run's left off: its best value and its
+    wait replayed from the epochs the history keeps (Keras starts both afresh in every
+    ``fit``, so a resumed run would wait ``patience`` epochs more than the uninterrupted one).
+    Had the run stopped already, nothing is left to train.
+
+    It must come after :class:`WholeBackup`, whose start sets the epoch training resumes at.
+    """
+
+    def __init__(self, history: list[dict[str, float]], epochs: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history, self.epochs = history, epochs
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        for epoch, row in enumerate(self.history):
+            self.on_epoch_end(epoch, row)
+        if self.stopped_epoch:
+            self.model._initial_epoch = self.epochs  # as BackupAndRestore sets where to start
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -200,9 +238,10 @@ def training_callbacks(
     task: ClusterTask | None = None,
     monitor: str = MONITOR,
     log_metrics: Callable[[dict[str, float], int], None] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> list:
     """Macro metric, early stopping and best weights (by ``monitor``), history, MLflow
-    (``log_metrics``), and resume-on-rerun.
+    (``log_metrics``), and resume-on-rerun (its backup records ``settings``).
 
     A worker of a cluster (``task``) keeps no backup to resume from; one that is not the chief
     writes no history and logs nothing to MLflow either. Every worker checkpoints the best
@@ -231,12 +270,15 @@ def training_callbacks(
         backup = out / "checkpoints" / "backup"
         # Kept after fit: a failure before the model is written (a full disk) resumes with
         # nothing left to train; the stage removes the checkpoints once everything is written.
-        callbacks.append(WholeBackup(backup, delete_checkpoint=False))
+        callbacks.append(WholeBackup(backup, settings, delete_checkpoint=False))
     if train.early_stopping_patience:
-        callbacks.insert(
-            1,
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, mode="max", patience=train.early_stopping_patience
-            ),
+        callbacks.append(
+            ResumedEarlyStopping(
+                history,
+                train.epochs,
+                monitor=monitor,
+                mode="max",
+                patience=train.early_stopping_patience,
+            )
         )
     return callbacks

@@ -11,7 +11,8 @@ in :data:`pipeline.GENRES` order, the classifier's output names.
 **Design: an index source and a parallel ``map``.** Each epoch a plan of windows (trailer,
 start, length, flip) is drawn in NumPy from an epoch key that ``Dataset.random(seed,
 rerandomize_each_iteration=True)`` gives: the same seed gives the same sequence of epochs, each
-iteration of the dataset a new epoch. The plan is a full permutation of every window of every
+iteration of the dataset a new epoch (so ``fit`` must open it once per epoch:
+:func:`pipeline.train.run.fit`). The plan is a full permutation of every window of every
 trailer (so there is no shuffle buffer: nothing to buffer but indices). A
 ``map`` with ``num_parallel_calls=train.parallel_reads`` reads windows through
 ``tf.numpy_function(..., stateful=False)``; NumPy drops the GIL while it copies the mapped pages,

@@ -169,6 +169,46 @@ def read_rows(config: Config) -> tuple[list[ShardRow], list[ShardRow]]:
     return split_rows(rows, "train", manifest), split_rows(rows, "val", manifest)
 
 
+RESUMABLE_CHANGES = frozenset({"train.epochs", "train.parallel_reads", "train.eval_batch_size"})
+"""Settings a killed run may be resumed with changed: how long it trains, how it reads."""
+
+
+def backup_settings(config: Config) -> dict[str, str]:
+    """What a killed run's backup holds only for: the seed, the model and training settings
+    (but :data:`RESUMABLE_CHANGES`) and the shards (the manifest's hash), as strings."""
+    settings = tracking.flatten_params(
+        {
+            "seed": config.seed,
+            "model": config.model.model_dump(mode="json"),
+            "train": config.train.model_dump(mode="json"),
+        }
+    )
+    settings["shards"] = hashlib.sha256(config.paths.manifest.read_bytes()).hexdigest()
+    return {key: value for key, value in settings.items() if key not in RESUMABLE_CHANGES}
+
+
+def check_backup(out: Path, settings: dict[str, str]) -> None:
+    """Stop, naming what differs, if a killed run's backup in ``out`` was made with other
+    ``settings`` (:func:`backup_settings`): its weights belong to another training."""
+    backup = out / "checkpoints" / "backup"
+    made_with = WholeBackup.settings_of(backup)
+    if not made_with:  # no backup, or one from before backups recorded their settings
+        return
+    changed = sorted(
+        key for key in made_with.keys() | settings.keys() if made_with.get(key) != settings.get(key)
+    )
+    if changed:
+        named = "; ".join(
+            f"{key}: {made_with.get(key, 'absent')} there, {settings.get(key, 'absent')} now"
+            for key in changed[:3]
+        )
+        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise StageError(
+            f"{backup}: the killed run's backup was made with other settings ({named}{more}); "
+            f"restore them to resume it, or delete {out / 'checkpoints'} to start over"
+        )
+
+
 def resumed_epoch(out: Path) -> int:
     """The epoch a killed run resumes at: its last whole backup's (0: there is none)."""
     return WholeBackup.epoch(out / "checkpoints" / "backup")
@@ -243,6 +283,8 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
     rows = read_rows(config)
     settings = decode_settings(config, rows[0] + rows[1])
     task = cluster_task() if train.strategy == "multi_worker" else None
+    if task is None:
+        check_backup(paths.train_outputs(model), backup_settings(config))
     if task is None or task.is_chief:
         tracking.require_reachable(tracking_uri(config.tracking))
 
@@ -289,12 +331,25 @@ def run(config: Config, model: str = "classifier", sync: bool = False) -> None:
         finish_together(strategy)
 
 
+def epoch_steps(data: tf.data.Dataset | tf.distribute.DistributedDataset) -> int:
+    """Batches per epoch of a training dataset (its known length)."""
+    cardinality = data.cardinality  # a method of a Dataset, a number of a distributed one
+    return int(cardinality() if callable(cardinality) else cardinality)
+
+
 def fit(net: keras.Model, train: TrainConfig, data: tuple, callbacks: list) -> None:
-    """``net.fit`` on ``data`` (train, val), then the best epoch's weights back into ``net``."""
+    """``net.fit`` on ``data`` (train, val), then the best epoch's weights back into ``net``.
+
+    ``steps_per_epoch`` given, Keras opens the training dataset once per epoch; without it,
+    Keras 3 opens it twice (the second opening, at each epoch's end, unused), and every
+    opening draws the next epoch's plan (:func:`pipeline.train.dataset.train_dataset`): epoch
+    ``k`` would read the plan of opening ``2k``, where a run resumed at ``k`` skips ``k``.
+    """
     net.fit(
         data[0],
         validation_data=data[1],
         epochs=train.epochs,
+        steps_per_epoch=epoch_steps(data[0]),
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles, by seed
         verbose=0,
@@ -332,7 +387,9 @@ def train_and_record(
         run_id_file.write_text(record.run_id)
         if resume is None:
             record.log_dataset(paths.manifest, train_rows, "train")
-        callbacks = training_callbacks(train, out, resuming, task, monitor, record.log_metrics)
+        callbacks = training_callbacks(
+            train, out, resuming, task, monitor, record.log_metrics, backup_settings(config)
+        )
         fit(net, train, data, callbacks)
         card = ModelCard(
             model=model,
