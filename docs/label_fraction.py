@@ -152,7 +152,7 @@ def draw(path: Path, results: Mapping[str, Mapping]) -> None:
         axis.set_title(name)
         axis.xaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
         axis.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize="small")
+    axes[0].legend(loc="upper left", fontsize="small")
     figure.tight_layout()
     with atomic_path(path, keep_suffix=True) as tmp:
         figure.savefig(tmp, dpi=DPI, format="png")
