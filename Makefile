@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock browser test test-fast screenshots lint docs docs-build run run-weak exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast screenshots lint docs docs-build run run-weak label-fraction exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -86,12 +86,20 @@ WEAK_CONFIG := configs/weak.yaml
 WEAK_DATA := data/weak
 run-weak: $(STAMP) ## The weakly labelled demo end to end: train split labelled at trailer level only, val/test by segment (configs/weak.yaml; every stage reruns)
 	$(TRAILERS) synth --config $(WEAK_CONFIG)
-	$(BIN)/python docs/bring_your_own/weaken.py $(WEAK_DATA) train
+	$(BIN)/python docs/bring_your_own/weaken.py --config $(WEAK_CONFIG)
 	$(TRAILERS) decode --config $(WEAK_CONFIG)
 	$(TRAILERS) validate --config $(WEAK_CONFIG)
 	$(TRAILERS) train --config $(WEAK_CONFIG) --model classifier
 	$(TRAILERS) train --config $(WEAK_CONFIG) --model baseline
 	$(TRAILERS) evaluate --config $(WEAK_CONFIG)
+
+# The fractions of train trailers that keep their segments; SET="train.epochs=6" trains each
+# run for less (docs/label_fraction.md's caption says which budget it was made with).
+FRACTIONS ?= 0 0.1 0.25 0.5 1
+label-fraction: $(STAMP) ## How many trailers to label by hand: train at each FRACTIONS of segment-labelled train trailers (configs/weak.yaml), writes docs/label_fraction.md + .png (hours; resumes)
+	test -f $(WEAK_DATA)/annotations.segments.csv || $(TRAILERS) synth --config $(WEAK_CONFIG)
+	$(BIN)/python docs/label_fraction.py --config $(WEAK_CONFIG) --fractions $(FRACTIONS) \
+		$(foreach param,$(SET),--set $(param))
 
 exp: $(STAMP) ## A DVC experiment with other params: make exp SET="train.epochs=3 train.learning_rate=0.001"
 	@test -n "$(SET)" || { echo 'usage: make exp SET="train.epochs=3 ..." (keys of configs/pipeline.yaml)'; exit 2; }

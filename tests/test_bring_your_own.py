@@ -303,7 +303,7 @@ def test_weaken_relabels_one_split_at_trailer_level_through_to_annotations(tmp_p
     command = [sys.executable, str(script), str(tmp_path), "train"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert "1 trailers labelled at trailer level" in done.stdout
+    assert "1 train trailers labelled at trailer level" in done.stdout
     labelled, problems = labelled_trailers(tmp_path / "annotations.csv", tmp_path / "splits.csv")
     assert problems == []
     weak = labelled["000"]
@@ -314,6 +314,67 @@ def test_weaken_relabels_one_split_at_trailer_level_through_to_annotations(tmp_p
     first = (tmp_path / "annotations.csv").read_bytes()
     subprocess.run(command, capture_output=True, check=True)
     assert (tmp_path / "annotations.csv").read_bytes() == first
+
+
+def weaken_module():
+    """docs/bring_your_own/weaken.py imported in-process (it sits beside to_annotations.py)."""
+    folder = str(ROOT / "docs" / "bring_your_own")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import weaken
+
+    return weaken
+
+
+def test_segment_fraction_keeps_that_many_train_trailers_by_a_seeded_nested_choice():
+    keep = weaken_module().keep_segments
+    ids = [f"{number:03d}" for number in range(80)]
+    assert keep(ids, 0.0, 0) == set()
+    assert keep(ids, 1.0, 0) == set(ids)
+    half = keep(ids, 0.5, 0)
+    assert len(half) == 40 and half == keep(list(reversed(ids)), 0.5, 0)
+    assert half != keep(ids, 0.5, 1)
+    assert keep(ids, 0.1, 0) <= keep(ids, 0.25, 0) <= half  # 8, 20, 40: nested
+    assert [len(keep(ids, f, 0)) for f in (0.1, 0.25)] == [8, 20]
+    assert len(keep(ids[:5], 0.5, 0)) == 3  # round half up
+
+
+def test_weaken_config_keeps_the_chosen_segments_and_refuses_a_weakened_file(tmp_path):
+    """``--config`` reads ``weaken:`` and the seed; half the train trailers keep their timed
+    rows, the other half get trailer-level ones; asking a weakened file for more segments is
+    one line naming the file and trailer, exit 2, the file unchanged."""
+    rows = ["trailer_id,start_s,end_s,genre"]
+    rows += [f"{n:03d},0.0,2.0,comedy" for n in range(4)] + ["004,0.0,3.0,horror"]
+    spreadsheet_csv(tmp_path / "annotations.csv", rows)
+    splits = ["trailer_id,split", *(f"{n:03d},train" for n in range(4)), "004,val"]
+    spreadsheet_csv(tmp_path / "splits.csv", splits)
+    script = ROOT / "docs" / "bring_your_own" / "weaken.py"
+    base = [sys.executable, str(script), "--config", str(SMOKE_CONFIG)]
+    base += ["--set", f"paths.data_dir={tmp_path}"]
+    half = [*base, "--set", "weaken.segment_fraction=0.5"]
+    done = subprocess.run(half, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "2 train trailers labelled at trailer level (segment fraction 0.5, seed" in done.stdout
+    labelled, problems = labelled_trailers(tmp_path / "annotations.csv", tmp_path / "splits.csv")
+    assert problems == []
+    levels = {tid: labelled[tid].segments[0].whole_trailer for tid in labelled}
+    seed = load_config(SMOKE_CONFIG).seed
+    kept = weaken_module().keep_segments([f"{n:03d}" for n in range(4)], 0.5, seed)
+    assert {tid for tid, whole in levels.items() if not whole} == kept | {"004"}
+    before = (tmp_path / "annotations.csv").read_bytes()
+    more = [*base, "--set", "weaken.segment_fraction=1.0"]
+    refused = subprocess.run(more, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "should keep its segments (segment fraction 1.0) but has only trailer-level" in (
+        refused.stderr
+    )
+    assert (tmp_path / "annotations.csv").read_bytes() == before
+    bad = subprocess.run(
+        [*base, "--set", "weaken.segment_fraction=2"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "weaken.segment_fraction: Input should be less than or equal to 1" in bad.stderr
 
 
 CONTAINERS = {".mkv": ("matroska", "libx264"), ".mpg": ("mpeg", "mpeg2video")}

@@ -44,6 +44,14 @@ def test_override_changes_value_and_type_is_kept():
         ("train.weak_labels=both", "train.weak_labels: Input should be 'broadcast' or 'mil'"),
         ("train.mil_top_fraction=0", "train.mil_top_fraction: Input should be greater than 0"),
         (
+            "weaken.segment_fraction=1.5",
+            "weaken.segment_fraction: Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (
+            "weaken.segment_fraction=-0.1",
+            "weaken.segment_fraction: Input should be greater than or equal to 0",
+        ),
+        (
             "timeline.offset_threshold=0.6",
             "timeline: offset_threshold (0.6) must not exceed threshold",
         ),

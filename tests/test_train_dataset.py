@@ -280,6 +280,35 @@ def test_mil_reads_each_weak_trailer_as_one_padded_bag(corpus):
     assert dataset.window_count(weak(rows, "b", "c"), train, split="train") == expected
 
 
+def test_mil_reads_a_segment_trailer_shorter_than_the_window_whole_with_its_exact_labels(corpus):
+    """Bags need a long window; a segment-labelled trailer shorter than it ("c", 5 frames) is
+    one padded window of its exact labels (not WEAK), not dropped, so a catalogue mixing both
+    levels (the label-fraction study) keeps its segments. broadcast still drops it."""
+    rows, root = corpus
+    train = config(window=40, stride=20, weak_labels="mil")
+    data = dataset.train_dataset(weak(rows, "b"), root, train, seed=0, split="train")
+    found = [
+        (window, label, weight[:, 0])
+        for frames, labels, weights in data
+        for window, label, weight in zip(
+            frames.numpy(),
+            np.concatenate([labels[g].numpy() for g in GENRES], axis=-1),
+            weights.numpy(),
+            strict=True,
+        )
+        if locate(window)[0] == "c"
+    ]
+    assert len(found) == 1
+    _, label, weight = found[0]
+    np.testing.assert_array_equal(label[:5], from_files(rows, root, "c")[1])
+    np.testing.assert_array_equal(weight, np.arange(40) < 5)
+    assert (label[5:] == dataset.PAD).all()
+    expected = dataset.windows_per_trailer(300, 40, 20) + 2
+    assert dataset.window_count(weak(rows, "b"), train, split="train") == expected
+    broadcast = config(window=40, stride=20)
+    assert dataset.window_count(weak(rows, "b"), broadcast, split="train") == expected - 1
+
+
 def test_a_bag_longer_than_the_window_is_refused(corpus):
     rows, root = corpus
     train = config(window=8, weak_labels="mil")

@@ -755,6 +755,24 @@ class PredictConfig(_Section):
         return thresholds
 
 
+class WeakenConfig(_Section):
+    """How ``docs/bring_your_own/weaken.py --config`` relabels a segment-labelled corpus at
+    trailer level (``make run-weak``, ``make label-fraction``): not a stage, it rewrites
+    ``<data_dir>/annotations.csv`` before decode."""
+
+    split: Literal["train", "val", "test"] = Field(
+        "train", description="The split whose trailers are relabelled at trailer level."
+    )
+    segment_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="The fraction of the split's trailers that keep their segment labels "
+        "(the rest get trailer-level labels): `round(fraction * n)` trailers, a choice fixed "
+        "by `seed`. 0: all trailer-level; 1: none.",
+    )
+
+
 class EvaluateConfig(_Section):
     """``trailers evaluate``: per-genre metrics of each trained model on a labelled split."""
 
@@ -850,6 +868,7 @@ class Config(_Section):
     timeline: TimelineConfig = Field(default_factory=TimelineConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    weaken: WeakenConfig = Field(default_factory=WeakenConfig)
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 

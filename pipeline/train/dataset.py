@@ -45,7 +45,9 @@ training it is one bag: a single window from its first frame each epoch (never f
 time, flipped in width like any window), which must hold the whole trailer: a trailer-level
 trailer longer than ``train.window`` is an error, a shorter one is padded with frames labelled
 :data:`PAD` and weighted 0 (the elements then carry per-frame weights). A genre of the trailer
-may be absent from any shorter window, so a window never stands for the bag.
+may be absent from any shorter window, so a window never stands for the bag. A segment-labelled
+trailer shorter than the window (bags need a long one) is read the same way, one padded window
+with its exact labels, so a catalogue that mixes both levels loses none of its segments.
 
 **Splits.** Every function takes the rows of one split, as the train stage passes them; give
 ``split=`` to pick one from rows of several. Rows of several splits without ``split=`` are an
@@ -113,6 +115,9 @@ class Trailer:
     shard_frames: tuple[int, ...]
     weak: bool = False
     """Labelled at trailer level and trained as a bag (``train.weak_labels: mil``)."""
+    whole: bool = False
+    """Read as one padded window from its first frame: a bag, or (``mil``) a segment-labelled
+    trailer shorter than ``train.window``."""
 
     @property
     def frames(self) -> int:
@@ -138,11 +143,13 @@ class Corpus:
         shards_dir: Path,
         split: str | None,
         weak_labels: str = "broadcast",
+        window: int | None = None,
     ) -> None:
         rows = _split_rows(rows, split)
         self.frame_shape = _frame_shape(rows)
         self.trailers = tuple(
-            _trailer(group, Path(shards_dir), weak_labels == "mil") for group in by_trailer(rows)
+            _trailer(group, Path(shards_dir), weak_labels == "mil", window)
+            for group in by_trailer(rows)
         )
         self._map = functools.lru_cache(maxsize=OPEN_SHARDS)(map_npy)
         for row in rows:
@@ -158,6 +165,11 @@ class Corpus:
     def bags(self) -> np.ndarray:
         """Whether each trailer is read as one bag (bool, in :attr:`trailers` order)."""
         return np.array([trailer.weak for trailer in self.trailers], dtype=bool)
+
+    @property
+    def whole(self) -> np.ndarray:
+        """Whether each trailer is read as one padded window (bool, :attr:`trailers` order)."""
+        return np.array([trailer.whole for trailer in self.trailers], dtype=bool)
 
     def read(self, plan: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frames (uint8), float32 labels and float32 per-frame weights ``(batch, time, 1)``
@@ -214,14 +226,23 @@ def _frame_shape(rows: Sequence[ShardRow]) -> tuple[int, int, int]:
     return next(iter(shapes))
 
 
-def _trailer(rows: list[ShardRow], shards_dir: Path, mil: bool) -> Trailer:
+def _read_whole(length: int, weak: bool, mil: bool, window: int | None) -> bool:
+    """One padded window from the first frame: a bag, or with ``mil`` a trailer shorter than
+    ``window`` (the long window bags need would otherwise drop its segment labels)."""
+    return weak or (mil and window is not None and length < window)
+
+
+def _trailer(rows: list[ShardRow], shards_dir: Path, mil: bool, window: int | None) -> Trailer:
     check_contiguous(rows)
+    weak = mil and rows[0].label_level == "trailer"
+    frames = sum(row.frames for row in rows)
     return Trailer(
         trailer_id=rows[0].trailer_id,
         shards=tuple(shards_dir / row.shard for row in rows),
         labels=tuple(shards_dir / row.labels for row in rows),
         shard_frames=tuple(row.frames for row in rows),
-        weak=mil and rows[0].label_level == "trailer",
+        weak=weak,
+        whole=_read_whole(frames, weak, mil, window),
     )
 
 
@@ -234,10 +255,14 @@ def window_count(rows: Sequence[ShardRow], train: TrainConfig, split: str | None
     """Training windows per epoch (the same every epoch); batches: ceil(this / batch_size)."""
     groups = by_trailer(_split_rows(rows, split))
     lengths = np.array([sum(row.frames for row in group) for group in groups])
-    bags = np.array(
-        [train.weak_labels == "mil" and group[0].label_level == "trailer" for group in groups]
+    mil = train.weak_labels == "mil"
+    whole = np.array(
+        [
+            _read_whole(int(n), mil and group[0].label_level == "trailer", mil, train.window)
+            for n, group in zip(lengths, groups, strict=True)
+        ]
     )
-    return _count(lengths, bags, train)
+    return _count(lengths, whole, train)
 
 
 def _count(lengths: np.ndarray, bags: np.ndarray, train: TrainConfig) -> int:
@@ -388,9 +413,9 @@ def train_dataset(
     ``shard``, this worker's ``batch_size`` windows of each global batch, weighted
     (:func:`shard_plan`).
     """
-    corpus = Corpus(rows, shards_dir, split, train.weak_labels)
+    corpus = Corpus(rows, shards_dir, split, train.weak_labels, train.window)
     check_bags(corpus, train.window)
-    lengths, bags = corpus.lengths, corpus.bags
+    lengths, bags = corpus.lengths, corpus.whole
     count = _count(lengths, bags, train)
     if count == 0:
         raise StageError(f"no trailer has {train.window} frames (train.window); lower it")
