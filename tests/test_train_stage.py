@@ -269,7 +269,8 @@ def test_a_run_killed_at_random_points_resumes_to_the_uninterrupted_weights(
 
 def test_a_run_resumed_with_other_settings_stops_naming_them(corpus: Path):
     """A real backup (a small model's: the check reads the settings, not the weights), made
-    with the smoke config; the rerun changes the model's dense layers and the learning rate."""
+    with the smoke config; the rerun changes the model's dense layers, the learning rate and
+    how trailer-level labels are read (a resumed run keeps the killed run's choice)."""
     out = smoke_config(corpus).paths.train_outputs("classifier")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
     model.compile(optimizer="adam", loss="mse")
@@ -279,11 +280,14 @@ def test_a_run_resumed_with_other_settings_stops_naming_them(corpus: Path):
     backup.set_model(model)
     backup.on_epoch_end(0)
 
-    message = refusal(corpus, "model.dense_units=[32, 8]", "train.learning_rate=0.1")
+    message = refusal(
+        corpus, "model.dense_units=[32, 8]", "train.learning_rate=0.1", "train.weak_labels=mil"
+    )
     assert "\n" not in message
     assert message.startswith(f"{out / 'checkpoints' / 'backup'}: ")
     assert "model.dense_units: [16, 8] there, [32, 8] now" in message
     assert "train.learning_rate: 0.01 there, 0.1 now" in message
+    assert "train.weak_labels: broadcast there, mil now" in message
     assert message.endswith(f"delete {out / 'checkpoints'} to start over")
     assert train_run.resumed_epoch(out) == 1  # the backup stays, to resume once restored
 
