@@ -22,11 +22,12 @@ pytestmark = pytest.mark.xdist_group("dask")
 """One Dask cluster per run: every test that needs one runs in one xdist worker."""
 
 SCHEMA = f"paths.schema_file={COMMITTED_SCHEMA}"
-INPUTS = ("videos", "annotations.csv", "splits.csv")
+INPUTS = ("videos", "synth_receipt.json", "annotations.csv", "splits.csv")  # what synth wrote
 
 
 def fresh_inputs(corpus: Path, root: Path) -> Path:
-    """``root`` with the videos, labels and splits of ``corpus`` and nothing decoded yet."""
+    """``root`` with what synth wrote for ``corpus`` (videos, their receipt, labels, splits) and
+    nothing decoded yet."""
     for name in INPUTS:
         source, target = corpus / "data" / name, root / "data" / name
         target.parent.mkdir(parents=True, exist_ok=True)
