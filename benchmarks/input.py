@@ -68,7 +68,7 @@ def generator_dataset(corpus: dataset.Corpus, plan: np.ndarray, train: TrainConf
 
     def share(part: int):
         for entry in plan[int(part) :: train.parallel_reads]:
-            frames, labels = corpus.read(entry[None])
+            frames, labels, _ = corpus.read(entry[None])  # per-frame weights: all 1 here
             yield frames[0], labels[0]
 
     parts = tf.data.Dataset.range(train.parallel_reads)
