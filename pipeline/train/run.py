@@ -23,7 +23,6 @@ A killed multi-worker run starts over.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -122,7 +121,7 @@ def training_data(config: Config) -> TrainingData:
     data version, and every split's trailers and hours."""
     manifest = config.paths.manifest
     corpus = str(config.decode.input_dir or config.paths.videos)
-    version = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    version = tracking.manifest_digest(manifest)
     return TrainingData.from_rows(read_manifest(manifest), corpus, version)
 
 
@@ -183,7 +182,7 @@ def backup_settings(config: Config) -> dict[str, str]:
             "train": config.train.model_dump(mode="json"),
         }
     )
-    settings["shards"] = hashlib.sha256(config.paths.manifest.read_bytes()).hexdigest()
+    settings["shards"] = tracking.manifest_digest(config.paths.manifest)
     return {key: value for key, value in settings.items() if key not in RESUMABLE_CHANGES}
 
 
