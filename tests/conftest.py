@@ -16,6 +16,13 @@ from pathlib import Path
 # Before any test imports TensorFlow: on CPUs without AVX-512 TensorFlow leaves oneDNN off and
 # then has no NCHW convolution, which the model tests force (subprocesses inherit it).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# Each xdist worker's share of the cores for TensorFlow's per-op threads, inherited by the stages
+# it runs: two workers with a pool the size of the machine each (and their subprocesses) slowed
+# one another's model tests severalfold (tests/README.md, session 11).
+os.environ.setdefault(
+    "TF_NUM_INTRAOP_THREADS",
+    str(len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)) or 1),
+)
 
 import pytest  # noqa: E402
 from dask_cluster import dask_cluster
@@ -24,7 +31,6 @@ from helpers import (
     REPRO_LOG,
     SmallDisk,
     dvc,
-    path_overrides,
     small_disk,
     smoke_config,
     smoke_project,
@@ -32,6 +38,9 @@ from helpers import (
 )
 
 from pipeline.core.config import Config
+
+BUILT = ".built"
+"""The file :func:`built_once` leaves in a finished folder."""
 
 
 def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
@@ -42,11 +51,11 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
         root = root.parent  # the workers' basetemps share this folder, unique to the run
     folder = root / name
     with FileLock(f"{folder}.lock"):
-        if not (folder / ".built").is_file():
+        if not (folder / BUILT).is_file():
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             build(folder)
-            (folder / ".built").touch()
+            (folder / BUILT).touch()
     return folder
 
 
@@ -57,24 +66,37 @@ def run_stages(root: Path, *stages: tuple[str, ...]) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The order xdist hands tests out in, module by module (so module fixtures are built once):
-    modules with slow tests and no trained model first, then the modules that read the
-    session's trained models, then the quick ones, which even out the workers' ends; within
-    each, the modules whose tests declare the longest timeout first. A worker that builds the
-    trained corpus leaves the other busy with long tests instead of waiting on the lock."""
+    """The order xdist hands tests out in, module by module (so module fixtures are built once).
+
+    First the one test (with its xdist group) that builds the session's trained models, so their
+    build, the run's longest chain, starts at once; then the modules with slow tests and no
+    trained model, which keep the other worker busy meanwhile; then the modules that read the
+    trained models; then the quick ones, which even out the workers' ends. Within each, the
+    modules whose tests declare the longest timeout first.
+    """
+
+    def trained(test: pytest.Item) -> bool:
+        return "trained_corpus" in test.fixturenames
 
     def rank(tests: list[pytest.Item]) -> tuple[int, float]:
         longest = max(  # a test that needs more than pytest's default timeout says so
             (mark.args[0] for test in tests for mark in test.iter_markers("timeout")), default=0
         )
-        if any("trained_corpus" in test.fixturenames for test in tests):
+        if any(trained(test) for test in tests):
             return 1, -longest
         return (0 if any(test.get_closest_marker("slow") for test in tests) else 2), -longest
+
+    def group(test: pytest.Item) -> object:
+        mark = test.get_closest_marker("xdist_group")
+        return mark.args[0] if mark else test.nodeid
 
     modules: dict[Path, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.path, []).append(item)
-    items[:] = [item for tests in sorted(modules.values(), key=rank) for item in tests]
+    ordered = [item for tests in sorted(modules.values(), key=rank) for item in tests]
+    builder = next((group(item) for item in ordered if trained(item)), None)
+    first = [item for item in ordered if group(item) == builder]
+    items[:] = first + [item for item in ordered if group(item) != builder]
 
 
 @pytest.fixture(autouse=True)
@@ -104,30 +126,39 @@ def smoke_corpus(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 @pytest.fixture(scope="session")
 def validated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke corpus through ``trailers synth``, ``decode`` and ``validate``, all under the
-    returned folder (``data/``, ``outputs/``). Shared: train in a ``copy_corpus`` of it."""
+    """``dvc repro validate`` in a :func:`smoke_project`: synth, decode and validate, laid out
+    under the returned folder as :func:`path_overrides` lays out a corpus (``data/``,
+    ``outputs/``); what the repro printed at ``<root>/<REPRO_LOG>``. Shared: train in a
+    ``copy_corpus`` of it."""
 
     def build(root: Path) -> None:
-        run_stages(
-            root, *((stage, *path_overrides(root)) for stage in ("synth", "decode", "validate"))
-        )
+        reproduced = dvc(smoke_project(root), "repro", "validate")
+        (root / REPRO_LOG).write_text(reproduced.stdout + reproduced.stderr)
 
     return built_once(tmp_path_factory, "validated", build)
 
 
 @pytest.fixture(scope="session")
-def trained_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``dvc repro`` of the whole smoke pipeline in a :func:`smoke_project`: synth, decode,
-    validate, both models trained (:data:`TRAINED_EPOCHS` epochs each), evaluate; MLflow's
-    store at ``<root>/mlflow.db``, what the repro printed at ``<root>/<REPRO_LOG>``. One run of
-    the stages serves the DVC test and every test that needs trained models.
+def trained_corpus(tmp_path_factory: pytest.TempPathFactory, validated_corpus: Path) -> Path:
+    """The whole smoke pipeline through ``dvc repro``: a copy of the validated corpus's project,
+    where ``dvc repro`` finds synth, decode and validate done and runs the rest, both models
+    trained (:data:`TRAINED_EPOCHS` epochs each) and evaluate; MLflow's store at
+    ``<root>/mlflow.db``, what the two repros printed at ``<root>/<REPRO_LOG>``. One run of the
+    stages serves the DVC test and every test that needs trained models.
     Shared: read it, or copy it."""
 
     def build(root: Path) -> None:
-        reproduced = dvc(smoke_project(root), "repro")
-        (root / REPRO_LOG).write_text(reproduced.stdout + reproduced.stderr)
+        shutil.copytree(validated_corpus, root, dirs_exist_ok=True, ignore=ignore_built)
+        reproduced = dvc(root, "repro")
+        with (root / REPRO_LOG).open("a") as log:
+            log.write(reproduced.stdout + reproduced.stderr)
 
     return built_once(tmp_path_factory, "trained", build)
+
+
+def ignore_built(folder: str, names: list[str]) -> list[str]:
+    """What :func:`built_once` adds beside a corpus: not part of the project."""
+    return [name for name in names if name == BUILT]
 
 
 @pytest.fixture

@@ -21,13 +21,16 @@ from pipeline.infra.beam import new_pipeline
 pytestmark = pytest.mark.xdist_group("dask")
 """One Dask cluster per run: every test that needs one runs in one xdist worker."""
 
-SCHEMA = f"paths.schema_file={COMMITTED_SCHEMA}"
+SCHEMA = "paths.schema_file=configs/schema.pbtxt"
+"""The schema where the reference corpus's project keeps it (its report names the path)."""
 INPUTS = ("videos", "synth_receipt.json", "annotations.csv", "splits.csv")  # what synth wrote
 
 
 def fresh_inputs(corpus: Path, root: Path) -> Path:
-    """``root`` with what synth wrote for ``corpus`` (videos, their receipt, labels, splits) and
-    nothing decoded yet."""
+    """``root`` with what synth wrote for ``corpus`` (videos, their receipt, labels, splits),
+    the committed schema, and nothing decoded yet."""
+    (root / "configs").mkdir(parents=True)
+    shutil.copyfile(COMMITTED_SCHEMA, root / "configs" / "schema.pbtxt")
     for name in INPUTS:
         source, target = corpus / "data" / name, root / "data" / name
         target.parent.mkdir(parents=True, exist_ok=True)
