@@ -216,9 +216,9 @@ def test_a_shard_overwritten_in_place_is_redone_and_validate_then_passes(
     validated_corpus, tmp_path
 ):
     root = copy_corpus(validated_corpus, tmp_path)
-    # Read the videos where the fixture decoded them (read only): receipts name their sources.
-    videos = f"decode.input_dir={validated_corpus / 'data' / 'videos'}"
-    decode = ("decode", *path_overrides(root), videos)
+    # Decoded as the corpus's project was, its paths relative to the folder (the receipts name
+    # the sources by them), so nothing but the shards changed below.
+    decode = ("decode",)
     rows = read_manifest(root / "data" / "shards" / "manifest.jsonl")
     shards = root / "data" / "shards"
     overwritten, hidden = shards / rows[0].shard, shards / rows[-1].shard
