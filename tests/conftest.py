@@ -65,36 +65,49 @@ def run_stages(root: Path, *stages: tuple[str, ...]) -> None:
         assert result.returncode == 0, result.stderr[-3000:]
 
 
+EARLY = ("test_train_tracking.py",)
+"""Modules handed out right after the trained models' builder: the MLflow group is the run's
+longest unit (100-150 s) and reads the trained models only in its last tests, by which time they
+are built; started later, it ended the run alone."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The order xdist hands tests out in, module by module (so module fixtures are built once).
+    """The order xdist hands tests out in (``--no-loadscope-reorder``), module by module, so
+    module fixtures are built once.
 
     First the one test (with its xdist group) that builds the session's trained models, so their
-    build, the run's longest chain, starts at once; then the modules with slow tests and no
-    trained model, which keep the other worker busy meanwhile; then the modules that read the
-    trained models; then the quick ones, which even out the workers' ends. Within each, the
-    modules whose tests declare the longest timeout first.
+    build, the run's longest chain, starts at once; then :data:`EARLY`; then the modules with
+    slow tests or an xdist group of their own (an expensive module fixture) and no trained model,
+    which keep the other worker busy meanwhile; then the modules that read the trained models;
+    then the quick ones, which even out the workers' ends. Within each, the modules whose tests
+    declare the longest timeout first.
     """
 
     def trained(test: pytest.Item) -> bool:
         return "trained_corpus" in test.fixturenames
 
+    def group(test: pytest.Item) -> object:
+        mark = test.get_closest_marker("xdist_group")
+        return mark.args[0] if mark else test.nodeid
+
     def rank(tests: list[pytest.Item]) -> tuple[int, float]:
         longest = max(  # a test that needs more than pytest's default timeout says so
             (mark.args[0] for test in tests for mark in test.iter_markers("timeout")), default=0
         )
+        if tests[0].path.name in EARLY:
+            return 0, -longest
         if any(trained(test) for test in tests):
-            return 1, -longest
-        return (0 if any(test.get_closest_marker("slow") for test in tests) else 2), -longest
-
-    def group(test: pytest.Item) -> object:
-        mark = test.get_closest_marker("xdist_group")
-        return mark.args[0] if mark else test.nodeid
+            return 2, -longest
+        heavy = any(test.get_closest_marker("slow") or group(test) != test.nodeid for test in tests)
+        return (1 if heavy else 3), -longest
 
     modules: dict[Path, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.path, []).append(item)
     ordered = [item for tests in sorted(modules.values(), key=rank) for item in tests]
-    builder = next((group(item) for item in ordered if trained(item)), None)
+    builder = next(
+        (group(item) for item in ordered if trained(item) and item.path.name not in EARLY), None
+    )
     first = [item for item in ordered if group(item) == builder]
     items[:] = first + [item for item in ordered if group(item) != builder]
 
