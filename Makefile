@@ -49,9 +49,8 @@ browser: ## Install chromium for the viewer tests when missing (apt-get, as root
 
 # Both use every core (pytest-xdist; one worker per core): tests that share a Dask cluster, an
 # MLflow server or the browser run in one worker (xdist_group), the corpora are built once per run.
-# Work goes out in tests/conftest.py's order (xdist would sort the groups by their test count).
 TEST_WORKERS ?= auto
-PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test: $(STAMP) browser ## Run the test suite (smoke config; minutes on 2 cores, tests/README.md)
 	$(PYTEST)

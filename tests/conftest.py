@@ -7,9 +7,11 @@ the others wait on a file lock and read the same folder. Tests read them, or cop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,51 +67,26 @@ def run_stages(root: Path, *stages: tuple[str, ...]) -> None:
         assert result.returncode == 0, result.stderr[-3000:]
 
 
-EARLY = ("test_train_tracking.py",)
-"""Modules handed out right after the trained models' builder: the MLflow group is the run's
-longest unit (100-150 s) and reads the trained models only in its last tests, by which time they
-are built; started later, it ended the run alone."""
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The order xdist hands tests out in (``--no-loadscope-reorder``), module by module, so
-    module fixtures are built once.
-
-    First the one test (with its xdist group) that builds the session's trained models, so their
-    build, the run's longest chain, starts at once; then :data:`EARLY`; then the modules with
-    slow tests or an xdist group of their own (an expensive module fixture) and no trained model,
-    which keep the other worker busy meanwhile; then the modules that read the trained models;
-    then the quick ones, which even out the workers' ends. Within each, the modules whose tests
-    declare the longest timeout first.
-    """
-
-    def trained(test: pytest.Item) -> bool:
-        return "trained_corpus" in test.fixturenames
-
-    def group(test: pytest.Item) -> object:
-        mark = test.get_closest_marker("xdist_group")
-        return mark.args[0] if mark else test.nodeid
+    """The collection order, module by module (so module fixtures are built once): modules with
+    slow tests and no trained model first, then the modules that read the session's trained
+    models, then the quick ones; within each, the modules whose tests declare the longest timeout
+    first. xdist's ``loadgroup`` hands out the groups of several tests first, largest first, and
+    then the single tests (ungrouped ones) in this order, so the quick ones even out the workers'
+    ends."""
 
     def rank(tests: list[pytest.Item]) -> tuple[int, float]:
         longest = max(  # a test that needs more than pytest's default timeout says so
             (mark.args[0] for test in tests for mark in test.iter_markers("timeout")), default=0
         )
-        if tests[0].path.name in EARLY:
-            return 0, -longest
-        if any(trained(test) for test in tests):
-            return 2, -longest
-        heavy = any(test.get_closest_marker("slow") or group(test) != test.nodeid for test in tests)
-        return (1 if heavy else 3), -longest
+        if any("trained_corpus" in test.fixturenames for test in tests):
+            return 1, -longest
+        return (0 if any(test.get_closest_marker("slow") for test in tests) else 2), -longest
 
     modules: dict[Path, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.path, []).append(item)
-    ordered = [item for tests in sorted(modules.values(), key=rank) for item in tests]
-    builder = next(
-        (group(item) for item in ordered if trained(item) and item.path.name not in EARLY), None
-    )
-    first = [item for item in ordered if group(item) == builder]
-    items[:] = first + [item for item in ordered if group(item) != builder]
+    items[:] = [item for tests in sorted(modules.values(), key=rank) for item in tests]
 
 
 @pytest.fixture(autouse=True)
@@ -137,36 +114,66 @@ def smoke_corpus(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return smoke_config(built_once(tmp_path_factory, "smoke", build))
 
 
-@pytest.fixture(scope="session")
-def validated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def validated(factory: pytest.TempPathFactory) -> Path:
     """``dvc repro validate`` in a :func:`smoke_project`: synth, decode and validate, laid out
     under the returned folder as :func:`path_overrides` lays out a corpus (``data/``,
-    ``outputs/``); what the repro printed at ``<root>/<REPRO_LOG>``. Shared: train in a
-    ``copy_corpus`` of it."""
+    ``outputs/``); what the repro printed at ``<root>/<REPRO_LOG>``."""
 
     def build(root: Path) -> None:
         reproduced = dvc(smoke_project(root), "repro", "validate")
         (root / REPRO_LOG).write_text(reproduced.stdout + reproduced.stderr)
 
-    return built_once(tmp_path_factory, "validated", build)
+    return built_once(factory, "validated", build)
 
 
-@pytest.fixture(scope="session")
-def trained_corpus(tmp_path_factory: pytest.TempPathFactory, validated_corpus: Path) -> Path:
+def trained(factory: pytest.TempPathFactory) -> Path:
     """The whole smoke pipeline through ``dvc repro``: a copy of the validated corpus's project,
     where ``dvc repro`` finds synth, decode and validate done and runs the rest, both models
     trained (:data:`TRAINED_EPOCHS` epochs each) and evaluate; MLflow's store at
-    ``<root>/mlflow.db``, what the two repros printed at ``<root>/<REPRO_LOG>``. One run of the
-    stages serves the DVC test and every test that needs trained models.
-    Shared: read it, or copy it."""
+    ``<root>/mlflow.db``, what the two repros printed at ``<root>/<REPRO_LOG>``."""
 
     def build(root: Path) -> None:
-        shutil.copytree(validated_corpus, root, dirs_exist_ok=True, ignore=ignore_built)
+        shutil.copytree(validated(factory), root, dirs_exist_ok=True, ignore=ignore_built)
         reproduced = dvc(root, "repro")
         with (root / REPRO_LOG).open("a") as log:
             log.write(reproduced.stdout + reproduced.stderr)
 
-    return built_once(tmp_path_factory, "trained", build)
+    return built_once(factory, "trained", build)
+
+
+@pytest.fixture(scope="session")
+def validated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`validated`, shared by every test of the run: train in a ``copy_corpus`` of it."""
+    return validated(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def trained_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`trained`: one run of the stages serves the DVC test and every test that needs
+    trained models. Shared: read it, or copy it."""
+    return trained(tmp_path_factory)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trained_in_the_background(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """When any collected test reads the trained models, their build (the run's longest chain,
+    about 80 s, mostly in ``dvc repro``'s processes) starts with the first test, in a thread,
+    instead of when a test first asks: whichever worker then asks waits only for what is left.
+    A build that fails here is tried again, and reported, by the fixture."""
+    if not any("trained_corpus" in item.fixturenames for item in request.session.items):
+        yield
+        return
+
+    def build() -> None:
+        with contextlib.suppress(Exception):  # the fixture tries again and says why
+            trained(tmp_path_factory)
+
+    thread = threading.Thread(target=build, name="trained corpus")
+    thread.start()
+    yield
+    thread.join()
 
 
 def ignore_built(folder: str, names: list[str]) -> list[str]:
