@@ -13,7 +13,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlflow.db)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock browser test test-fast screenshots lint docs docs-build run run-weak label-fraction exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
+.PHONY: help setup lock browser test test-fast coverage screenshots lint docs docs-build run run-weak label-fraction exp synth decode validate train evaluate ui bench-decode bench-model bench-input clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test: $(STAMP) browser ## Run the test suite (smoke config; minutes on 2 cores, 
 
 test-fast: $(STAMP) browser ## Run the tests not marked slow (about a minute), for development
 	$(PYTEST) -m "not slow"
+
+coverage: $(STAMP) browser ## Line coverage of pipeline/ over the whole suite, stage processes included (slower than make test)
+	$(PYTEST) --cov --cov-report=term-missing:skip-covered
 
 screenshots: $(STAMP) browser ## Retake docs/images/: the manual's home and the MLflow UI, as their tests see them (minutes)
 	TRAILERS_SCREENSHOTS=1 $(BIN)/python -m pytest -n 0 -p no:randomly \
