@@ -138,9 +138,9 @@ def test_training_lowers_the_loss_and_writes_a_model_that_loads(trained_corpus: 
 LEARNED_MARGIN = 0.15
 """How far the session's ConvLSTM's val average precision beats label frequencies, averaged
 over the genres: each genre's AP minus its positive rate (the AP of a constant score). Not each
-genre: two train trailers teach some genres and not others, which ones changing with the seed
-(tests/README.md has the figures: 0.35, 0.35 and 0.32 on the corpora of seeds 0, 1 and 2; the
-network untrained 0.01)."""
+genre: two train trailers teach some genres and not others, which ones changing with the seed,
+and four do no better (tests/README.md has the figures: 0.35, 0.35 and 0.32 on the corpora of
+seeds 0, 1 and 2; the network untrained 0.01)."""
 
 
 def val_margins(root: Path, predict: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
