@@ -162,11 +162,6 @@ class Corpus:
         return np.array([trailer.frames for trailer in self.trailers], dtype=np.int64)
 
     @property
-    def bags(self) -> np.ndarray:
-        """Whether each trailer is read as one bag (bool, in :attr:`trailers` order)."""
-        return np.array([trailer.weak for trailer in self.trailers], dtype=bool)
-
-    @property
     def whole(self) -> np.ndarray:
         """Whether each trailer is read as one padded window (bool, :attr:`trailers` order)."""
         return np.array([trailer.whole for trailer in self.trailers], dtype=bool)
@@ -253,22 +248,18 @@ def windows_per_trailer(length: int, window: int, stride: int) -> int:
 
 def window_count(rows: Sequence[ShardRow], train: TrainConfig, split: str | None = None) -> int:
     """Training windows per epoch (the same every epoch); batches: ceil(this / batch_size)."""
-    groups = by_trailer(_split_rows(rows, split))
-    lengths = np.array([sum(row.frames for row in group) for group in groups])
     mil = train.weak_labels == "mil"
-    whole = np.array(
-        [
-            _read_whole(int(n), mil and group[0].label_level == "trailer", mil, train.window)
-            for n, group in zip(lengths, groups, strict=True)
-        ]
-    )
-    return _count(lengths, whole, train)
+    trailers = [
+        _trailer(group, Path(), mil, train.window) for group in by_trailer(_split_rows(rows, split))
+    ]
+    lengths = np.array([trailer.frames for trailer in trailers])
+    return _count(lengths, np.array([trailer.whole for trailer in trailers]), train)
 
 
-def _count(lengths: np.ndarray, bags: np.ndarray, train: TrainConfig) -> int:
+def _count(lengths: np.ndarray, whole: np.ndarray, train: TrainConfig) -> int:
     return sum(
-        1 if bag else windows_per_trailer(int(n), train.window, train.stride)
-        for n, bag in zip(lengths, bags, strict=True)
+        1 if one else windows_per_trailer(int(n), train.window, train.stride)
+        for n, one in zip(lengths, whole, strict=True)
     )
 
 
@@ -285,19 +276,19 @@ def check_bags(corpus: Corpus, window: int) -> None:
 
 
 def epoch_plan(
-    lengths: np.ndarray, train: TrainConfig, key: int, bags: np.ndarray | None = None
+    lengths: np.ndarray, train: TrainConfig, key: int, whole: np.ndarray | None = None
 ) -> np.ndarray:
     """One epoch's windows as int64 rows ``(trailer, start, length, flip)``, in random order.
 
     Starts are ``offset + k * stride`` with a random ``offset < stride`` per trailer, the last
     one pulled back inside the trailer, then jittered by up to ``augment.temporal_jitter``.
-    A trailer marked in ``bags`` gives one window from its first frame (read padded).
+    A trailer marked in ``whole`` gives one window from its first frame (read padded).
     """
     rng = np.random.default_rng(key)
     window, stride, jitter = train.window, train.stride, train.augment.temporal_jitter
     plans = []
     for trailer, length in enumerate(lengths):
-        if bags is not None and bags[trailer]:
+        if whole is not None and whole[trailer]:
             plans.append(np.array([[trailer, 0]]))
             continue
         count = windows_per_trailer(int(length), window, stride)
@@ -415,13 +406,13 @@ def train_dataset(
     """
     corpus = Corpus(rows, shards_dir, split, train.weak_labels, train.window)
     check_bags(corpus, train.window)
-    lengths, bags = corpus.lengths, corpus.whole
-    count = _count(lengths, bags, train)
+    lengths, whole = corpus.lengths, corpus.whole
+    count = _count(lengths, whole, train)
     if count == 0:
         raise StageError(f"no trailer has {train.window} frames (train.window); lower it")
 
     def worker_plan(key: int) -> np.ndarray:
-        plan = epoch_plan(lengths, train, int(key) % 2**63, bags if bags.any() else None)
+        plan = epoch_plan(lengths, train, int(key) % 2**63, whole if whole.any() else None)
         return shard_plan(plan, train.batch_size, shard) if shard else plan
 
     def plan_epoch(key: tf.Tensor) -> tf.Tensor:
@@ -432,7 +423,7 @@ def train_dataset(
     for _ in range(first_epoch):  # each iteration advances the seed the pipeline below shares
         next(iter(keys))
     plan = keys.map(plan_epoch).unbatch()
-    weighted = bool(shard) or bool(bags.any())
+    weighted = bool(shard) or bool(whole.any())
     batches = _read_batches(
         plan, corpus, train.batch_size, train.window, train.parallel_reads, weighted
     )
