@@ -25,7 +25,7 @@ from pipeline import GENRES
 from pipeline.core.config import load_config
 from pipeline.core.errors import StageError
 from pipeline.train.dataset import PADDING, Shard, shard_plan
-from pipeline.train.devices import ClusterTask, cluster_task
+from pipeline.train.devices import ClusterTask, cluster_task, coordination_service
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 840
@@ -139,24 +139,35 @@ def worker_data(index):  # each worker its own data: only the all-reduce joins t
     return rng.normal(size=(8, 4, 3)), {"comedy": rng.normal(size=(8, 4, 1))}
 """
 
+PAUSE_S = 12
+"""How long the product run's worker 1 stops itself (SIGSTOP, every thread) once the cluster is
+up: past TensorFlow's own 10 s heartbeat timeout, within ``HEARTBEAT_S``."""
+HEARTBEAT_S = 60
+
 TINY_FIT = (
+    f"PAUSE_S, HEARTBEAT_S = {PAUSE_S}, {HEARTBEAT_S}\n"
     """
-import json, os, sys
+import json, os, signal, subprocess, sys
 import numpy as np
 import keras
 import tensorflow as tf
-from pipeline.train.devices import KerasMultiWorkerStrategy
+from pipeline.train.devices import multi_worker_strategy
 """
     + TINY_MODEL
     + """
-strategy = KerasMultiWorkerStrategy() if sys.argv[1] == "product" else (
+product = sys.argv[1] == "product"
+strategy = multi_worker_strategy(HEARTBEAT_S) if product else (
     tf.distribute.MultiWorkerMirroredStrategy()
 )
 keras.utils.set_random_seed(0)
 with strategy.scope():
     model = tiny_model()
 print("initial", json.dumps([w.tolist() for w in model.get_weights()]))
-x, y = worker_data(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+if product and index == 1:  # a busy host: no heartbeat for longer than TensorFlow's default
+    subprocess.Popen(["sh", "-c", f"sleep {PAUSE_S}; kill -CONT {os.getpid()}"])
+    os.kill(os.getpid(), signal.SIGSTOP)
+x, y = worker_data(index)
 data = strategy.distribute_datasets_from_function(
     lambda context: tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
 )
@@ -256,3 +267,17 @@ def test_the_chief_is_the_chief_task_or_else_worker_zero():
     assert ClusterTask("chief", 0, 3, has_chief=True).is_chief
     assert ClusterTask("worker", 0, 2).is_chief and not ClusterTask("worker", 1, 2).is_chief
     assert cluster_task({}) is None
+
+
+def test_the_coordination_service_leads_from_the_chief_and_counts_every_worker():
+    # The strategy's own choice (multi_worker_util.coordination_leader), with our heartbeat.
+    with_chief = coordination_service(ClusterTask("worker", 1, 3, has_chief=True), 1.5)
+    assert with_chief["service_leader"] == "/job:chief/replica:0/task:0"
+    assert with_chief["heartbeat_timeout_in_ms"] == 1500
+    jobs = [(job.name, job.num_tasks) for job in with_chief["coordinated_jobs"]]
+    assert jobs == [("chief", 1), ("worker", 2)]
+    workers_only = coordination_service(ClusterTask("worker", 0, 2), HEARTBEAT_S)
+    assert workers_only["service_leader"] == "/job:worker/replica:0/task:0"
+    assert [(job.name, job.num_tasks) for job in workers_only["coordinated_jobs"]] == [
+        ("worker", 2)
+    ]

@@ -584,6 +584,12 @@ class TrainConfig(_Section):
         description="Distribution: `auto` is MirroredStrategy when more than one GPU is "
         "visible; `multi_worker`: one process per worker, the cluster in `TF_CONFIG`.",
     )
+    cluster_heartbeat_s: float = Field(
+        60,
+        gt=0,
+        description="`multi_worker`: seconds a worker may miss the cluster's heartbeats before "
+        "the run fails (TensorFlow's default, 10, fails runs on busy hosts).",
+    )
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto", description="`auto`: mixed_float16 with a GPU, never on CPU."
     )

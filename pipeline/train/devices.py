@@ -14,6 +14,8 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from tensorflow.python.eager import context
+from tensorflow.tsl.protobuf.coordination_config_pb2 import CoordinatedJob
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.errors import StageError
@@ -30,7 +32,7 @@ def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
     ``multi_worker``: MultiWorkerMirroredStrategy over the cluster that ``TF_CONFIG`` describes.
     """
     if train.strategy == "multi_worker":
-        return multi_worker_strategy()
+        return multi_worker_strategy(train.cluster_heartbeat_s)
     gpus = tf.config.list_logical_devices("GPU")
     choice = train.strategy
     if choice == "auto":
@@ -49,14 +51,16 @@ def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
     raise ValueError(f"unknown train.strategy {choice!r}")
 
 
-def multi_worker_strategy() -> tf.distribute.Strategy:
-    """The cluster of ``TF_CONFIG``, one replica per worker. Made before anything starts
-    TensorFlow's runtime: collective ops can only be configured before it runs."""
+def multi_worker_strategy(heartbeat_s: float) -> tf.distribute.Strategy:
+    """The cluster of ``TF_CONFIG``, one replica per worker, whose coordination service gives a
+    silent worker ``heartbeat_s`` seconds. Made before anything starts TensorFlow's runtime:
+    collective ops and the coordination service can only be configured before it runs."""
     task = cluster_task()
     if task is None:
         raise StageError(
             "train.strategy: multi_worker needs TF_CONFIG (the cluster and this worker's task)"
         )
+    context.context().configure_coordination_service(**coordination_service(task, heartbeat_s))
     strategy = KerasMultiWorkerStrategy()
     if strategy.num_replicas_in_sync != task.workers:
         raise StageError(
@@ -122,6 +126,23 @@ def cluster_task(environ: Mapping[str, str] = os.environ) -> ClusterTask | None:
         )
     workers = sum(len(cluster.get(job, [])) for job in TRAINING_JOBS)
     return ClusterTask(task["type"], index, workers, has_chief=bool(cluster.get("chief")))
+
+
+def coordination_service(task: ClusterTask, heartbeat_s: float) -> dict[str, Any]:
+    """The coordination service MultiWorkerMirroredStrategy would configure by itself, but
+    with ``heartbeat_s``: TensorFlow's default of 10 s fails a whole run when one busy host
+    (say, two workers tracing on two cores) misses a heartbeat. No public API sets it, so this
+    configures the eager context the way the strategy does; the strategy keeps a service it
+    finds configured."""
+    jobs = {"chief": int(task.has_chief), "worker": task.workers - int(task.has_chief)}
+    return {
+        "service_type": "standalone",
+        "service_leader": f"/job:{'chief' if task.has_chief else 'worker'}/replica:0/task:0",
+        "heartbeat_timeout_in_ms": round(heartbeat_s * 1000),
+        "coordinated_jobs": [
+            CoordinatedJob(name=job, num_tasks=count) for job, count in jobs.items() if count
+        ],
+    }
 
 
 class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
