@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -335,6 +336,44 @@ def test_sqlite_store_needs_a_writable_folder(tmp_path: Path) -> None:
     uri = f"sqlite:///{blocker}/mlflow.db"
     with pytest.raises(StageError, match=f"^MLflow store {uri}: cannot create"):
         tracking.require_reachable(uri)
+
+
+KILLED_AMONG_MIGRATIONS = """
+import os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from pipeline.infra.tracking import require_reachable
+
+statements = 0
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def killed_midway(*args):
+    global statements
+    statements += 1
+    if statements == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+require_reachable(sys.argv[1])
+"""
+
+
+def test_a_process_killed_while_the_store_is_made_leaves_none_half_made(tmp_path: Path) -> None:
+    # MLflow 3.17 makes a new SQLite store in about 1,700 statements; the kill comes midway,
+    # where a store MLflow made in place can no longer be opened.
+    database = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AMONG_MIGRATIONS, uri, "800"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not database.exists()
+    tracking.require_reachable(uri)
+    client = MlflowClient(uri)
+    client.create_experiment("after the kill")
+    assert {e.name for e in client.search_experiments()} == {"Default", "after the kill"}
 
 
 def test_params_are_flat_dotted_keys_written_as_yaml() -> None:

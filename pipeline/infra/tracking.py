@@ -62,6 +62,7 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
@@ -86,13 +87,16 @@ def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Raise StageError, naming ``uri``, when runs could not be recorded there.
 
     An ``http(s)`` server must answer its ``/health`` within ``timeout_s`` (MLflow's own client
-    retries for minutes); an ``sqlite`` store's folder must be writable. Other stores are left
-    to MLflow.
+    retries for minutes); an ``sqlite`` store's folder must be writable, and a store not there
+    yet is created whole (:func:`_create_store`). Other stores are left to MLflow.
     """
     if uri.startswith(("http://", "https://")):
         _require_server(uri, timeout_s)
     elif uri.startswith("sqlite:///") and ":memory:" not in uri:
-        _require_writable(uri, Path(uri.removeprefix("sqlite:///")).parent)
+        database = Path(uri.removeprefix("sqlite:///"))
+        _require_writable(uri, database.parent)
+        if not database.exists():
+            _create_store(database)
 
 
 def _require_server(uri: str, timeout_s: float) -> None:
@@ -115,6 +119,27 @@ def _require_writable(uri: str, folder: Path) -> None:
         raise StageError(f"MLflow store {uri}: cannot create {folder}: {error}") from None
     if not os.access(folder, os.W_OK):
         raise StageError(f"MLflow store {uri}: folder {folder} is not writable")
+
+
+def _create_store(database: Path) -> None:
+    """A new SQLite store, created whole: MLflow builds its schema in a second or so of
+    migrations, and a process killed among them leaves a database MLflow can no longer open.
+    It is built in a hidden file beside ``database`` and linked into place; a store another
+    process made first is kept. The default experiment's artifacts go to ``mlruns`` beside the
+    database, as every experiment's do (:func:`_use_experiment`)."""
+    partial = database.with_name(f".{database.name}.{os.getpid()}.partial")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{partial}", (database.parent / "mlruns").as_uri())
+        store.engine.dispose()
+        try:
+            os.link(partial, database)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links; a concurrent creator is unlikely
+            if not database.exists():
+                os.replace(partial, database)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
